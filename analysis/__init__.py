@@ -1,0 +1,45 @@
+"""clipaudit: audit and explain the zero-shot behaviour of CLIP-style models.
+
+The everyday API::
+
+    from analysis import load_model, create_dataset, EmbeddingCache, run_zeroshot
+    model = load_model("clipaudit-lit")
+    result = run_zeroshot(model, create_dataset("bundled"), EmbeddingCache())
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from ._checks import ClipauditError  # noqa: E402
+
+__all__ = ["__version__", "ClipauditError", "load_model", "create_dataset", "EmbeddingCache", "run_zeroshot",
+           "run_retrieval", "load_templates"]
+
+
+def __getattr__(name: str):  # lazy: importing the package must not import torch
+    if name == "load_model":
+        from .models import load_model
+
+        return load_model
+    if name == "create_dataset":
+        from .data import create_dataset
+
+        return create_dataset
+    if name == "load_templates":
+        from .data import load_templates
+
+        return load_templates
+    if name == "EmbeddingCache":
+        from .cache import EmbeddingCache
+
+        return EmbeddingCache
+    if name == "run_zeroshot":
+        from .zeroshot import run_zeroshot
+
+        return run_zeroshot
+    if name == "run_retrieval":
+        from .retrieval import run_retrieval
+
+        return run_retrieval
+    raise AttributeError(f"module 'analysis' has no attribute {name!r}")

@@ -1,0 +1,111 @@
+"""Embedding cache: hits encode nothing, keys separate what differs, interrupted runs resume."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from analysis.cache import EmbeddingCache
+from analysis.data import create_dataset
+
+
+def test_second_run_encodes_nothing(tiny_vit, image_folder, tmp_path):
+    ds = create_dataset(str(image_folder))
+    first = EmbeddingCache(tmp_path / "c", progress=False, chunk_size=5)
+    a = first.image_features(tiny_vit, ds)
+    assert first.stats.images_encoded == 12
+    second = EmbeddingCache(tmp_path / "c", progress=False, chunk_size=5)  # a new process, same folder
+    b = second.image_features(tiny_vit, ds)
+    assert second.stats.images_encoded == 0 and second.stats.hits == 1
+    np.testing.assert_array_equal(a.features, b.features)
+    t1 = second.text_features(tiny_vit, ["a", "b"])
+    third = EmbeddingCache(tmp_path / "c", progress=False)
+    np.testing.assert_array_equal(third.text_features(tiny_vit, ["a", "b"]), t1)
+    assert third.stats.texts_encoded == 0
+
+
+def test_keys_separate_perturbation_model_data_and_dtype(tiny_vit, tiny_rn, image_folder, tmp_path):
+    ds = create_dataset(str(image_folder))
+    cache = EmbeddingCache(tmp_path / "c", progress=False)
+    plain = cache.image_features(tiny_vit, ds)
+    flipped = cache.image_features(tiny_vit, ds, perturbation="hflip")
+    assert cache.stats.images_encoded == 24
+    assert not np.allclose(plain.features, flipped.features)
+    cache.image_features(tiny_rn, ds)
+    cache.image_features(tiny_vit, ds.subset([0, 1]))
+    assert cache.stats.images_encoded == 24 + 12 + 2
+    cache32 = EmbeddingCache(tmp_path / "c", progress=False, dtype="float32")
+    cache32.image_features(tiny_vit, ds)
+    assert cache32.stats.images_encoded == 12
+    np.testing.assert_allclose(cache32.image_features(tiny_vit, ds).features, plain.features, atol=2e-3)
+
+
+def test_stored_dtype_is_recorded(tiny_vit, image_folder, tmp_path):
+    import json
+
+    cache = EmbeddingCache(tmp_path / "c", progress=False)
+    cache.image_features(tiny_vit, create_dataset(str(image_folder)))
+    (meta,) = list((tmp_path / "c" / "image").glob("*/meta.json"))
+    record = json.loads(meta.read_text())
+    assert record["dtype"] == "float16" and record["complete"] and record["shape"] == [12, 32]
+    assert np.load(meta.parent / "data.npy").dtype == np.float16
+
+
+class Interrupting:
+    """Wraps a dataset and raises KeyboardInterrupt when image ``at`` is read (once)."""
+
+    def __init__(self, ds, at):
+        self.ds, self.at, self.armed = ds, at, True
+
+    def __getattr__(self, name):
+        return getattr(self.ds, name)
+
+    def __len__(self):
+        return len(self.ds)
+
+    def load_image(self, i):
+        if self.armed and i == self.at:
+            self.armed = False
+            raise KeyboardInterrupt
+        return self.ds.load_image(i)
+
+
+def test_interrupted_extraction_resumes_from_last_chunk(tiny_vit, image_folder, tmp_path):
+    ds = create_dataset(str(image_folder))
+    wrapped = Interrupting(ds, at=9)
+    cache = EmbeddingCache(tmp_path / "c", progress=False, chunk_size=4)
+    with pytest.raises(KeyboardInterrupt):
+        cache.image_features(tiny_vit, wrapped)
+    assert cache.stats.images_encoded == 9  # chunks [0,4) and [4,8) were saved; chunk [8,12) was lost
+    resumed = EmbeddingCache(tmp_path / "c", progress=False, chunk_size=4)
+    out = resumed.image_features(tiny_vit, wrapped)
+    assert resumed.stats.images_encoded == 4
+    fresh = EmbeddingCache(None, progress=False, enabled=False).image_features(tiny_vit, ds)
+    np.testing.assert_allclose(out.features, fresh.features, atol=2e-3)
+
+
+def test_corrupt_images_are_skipped_and_listed(tiny_vit, image_folder, tmp_path):
+    bad = image_folder / "green_leaf" / "broken.png"
+    bad.write_bytes(b"\x89PNG not really")
+    Image.new("RGB", (3, 3)).save(image_folder / "blue_sky" / "ok.png")
+    ds = create_dataset(str(image_folder))
+    out = EmbeddingCache(tmp_path / "c", progress=False).image_features(tiny_vit, ds)
+    assert (~out.valid).sum() == 1
+    (entry,) = out.skipped
+    assert entry["item"] == str(bad) and "UnidentifiedImageError" in entry["error"]
+    assert np.all(out.features[~out.valid] == 0)
+
+
+def test_array_memo(tmp_path):
+    calls = []
+    cache = EmbeddingCache(tmp_path / "c", progress=False)
+
+    def compute():
+        calls.append(1)
+        return np.arange(6).reshape(2, 3)
+
+    a = cache.array("tokens", {"x": 1}, compute)
+    b = EmbeddingCache(tmp_path / "c", progress=False).array("tokens", {"x": 1}, compute)
+    np.testing.assert_array_equal(a, b)
+    assert len(calls) == 1
