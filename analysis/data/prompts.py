@@ -141,7 +141,7 @@ def load_templates(spec: str | os.PathLike[str] | TemplateSet) -> TemplateSet:
         return TemplateSet(spec, TEMPLATE_SETS.get(spec)())
     path = Path(spec).expanduser()
     if not path.is_file():
-        shipped = {p.stem: p for p in data_dir("prompts").glob("*") if p.suffix in (".txt", ".json")}
+        shipped = _shipped_files()
         if spec in shipped:
             path = shipped[spec]
         else:
@@ -151,7 +151,14 @@ def load_templates(spec: str | os.PathLike[str] | TemplateSet) -> TemplateSet:
     return _load_file(path, key)
 
 
+def _shipped_files() -> dict[str, Path]:
+    try:
+        folder = data_dir("prompts")
+    except FileNotFoundError:
+        return {}
+    return {p.stem: p for p in sorted(folder.glob("*")) if p.suffix in (".txt", ".json")}
+
+
 def list_template_sets() -> list[str]:
     """Built-in names plus the files shipped in ``prompts/``."""
-    shipped = sorted(p.stem for p in data_dir("prompts").glob("*") if p.suffix in (".txt", ".json"))
-    return TEMPLATE_SETS.list() + [s for s in shipped if s not in TEMPLATE_SETS]
+    return TEMPLATE_SETS.list() + [s for s in _shipped_files() if s not in TEMPLATE_SETS]

@@ -1,0 +1,138 @@
+"""``clipaudit train``: train a CLIP-style model (LiT heads on frozen towers, or a tiny open_clip from scratch).
+
+Runs the same way under ``torchrun --nproc_per_node=K -m analysis.cli train ...`` (DDP; gloo on CPU,
+nccl on GPU); ``--batch-size`` is the global batch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+NAME = "train"
+HELP = "train LiT heads (frozen towers) or a small open_clip model from scratch (InfoNCE or SigLIP)"
+MODES = ("lit", "scratch")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ._common import add_dataset_args, add_prompt_args
+
+    parser.add_argument("--mode", choices=MODES, default="lit",
+                        help="lit: frozen EfficientNet-Lite0 + MiniLM towers, train projection heads and the "
+                             "temperature on cached features; scratch: train an open_clip config from scratch "
+                             "(default: lit)")
+    parser.add_argument("--out", "-o", required=True,
+                        help="output model folder (also gets train_log.csv and checkpoints/)")
+    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    add_dataset_args(parser)
+    parser.set_defaults(split="train")
+    add_prompt_args(parser, default="openai_imagenet")
+    parser.add_argument("--synonyms", default=None,
+                        help="JSON file {class name: [other names]}: captions also use these names")
+    parser.add_argument("--kind-of", default=None,
+                        help="JSON file {class name: [parent concepts]}: adds '<name>, a kind of <parent>' captions")
+    g = parser.add_argument_group("model")
+    g.add_argument("--model", default="clipaudit-tiny-vit",
+                   help="scratch mode: open_clip architecture (default: clipaudit-tiny-vit)")
+    g.add_argument("--embed-dim", type=int, default=256, help="lit mode: shared embedding size (default: 256)")
+    g.add_argument("--image-size", type=int, default=224, help="lit mode: image tower input size (default: 224)")
+    g.add_argument("--name", default=None, help="lit mode: model name recorded in the folder (default: folder)")
+    g.add_argument("--device", default="auto", help="cpu, cuda (default: cuda if available)")
+    t = parser.add_argument_group("training")
+    t.add_argument("--loss", choices=("infonce", "siglip"), default="infonce", help="default: infonce")
+    t.add_argument("--multi-positive", action="store_true",
+                   help="InfoNCE: same-class pairs in a batch are positives, not negatives (class captions)")
+    t.add_argument("--epochs", type=int, default=1)
+    t.add_argument("--max-steps", type=int, default=None, help="stop after this many steps")
+    t.add_argument("--batch-size", type=int, default=64, help="global batch size (default: 64)")
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--weight-decay", type=float, default=0.1)
+    t.add_argument("--warmup", type=int, default=0, help="warm-up steps (then cosine decay)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--checkpoint-every", type=int, default=0, help="also checkpoint every N steps")
+    t.add_argument("--workers", type=int, default=0, help="scratch mode: image loading workers")
+    o = parser.add_argument_group("cache")
+    o.add_argument("--cache-dir", default=None, help="embedding cache folder (lit mode)")
+    o.add_argument("--no-cache", action="store_true", help="lit mode: do not store tower features")
+    o.add_argument("--encode-batch-size", type=int, default=64, help="lit mode: tower batch size")
+    o.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+
+
+def _read_mapping(path: str | None, option: str) -> dict[str, list[str]] | None:
+    from .._checks import ClipauditError
+
+    if path is None:
+        return None
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ClipauditError(f"{option} {path!r}: cannot read a JSON object ({err}).") from None
+    if not isinstance(data, dict) or not all(isinstance(v, (list, str)) for v in data.values()):
+        raise ClipauditError(f"{option} {path!r}: expected {{class name: [names]}}, got {type(data).__name__}.")
+    return {str(k): [v] if isinstance(v, str) else [str(x) for x in v] for k, v in data.items()}
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..data.prompts import load_templates
+    from ..train.captions import caption_pool
+    from ..train.distributed import cleanup_distributed, init_distributed
+    from ..train.loop import TrainConfig
+    from ._common import load_dataset_from_args, resolve_device
+
+    config = TrainConfig(
+        loss=args.loss, multi_positive=args.multi_positive, epochs=args.epochs, max_steps=args.max_steps,
+        batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup,
+        seed=args.seed, checkpoint_every=args.checkpoint_every,
+    )
+    info = init_distributed(resolve_device(args.device))
+    try:
+        dataset = load_dataset_from_args(args)
+        templates = load_templates(args.templates) if dataset.captions is None else None
+        pool = caption_pool(dataset, templates, synonyms=_read_mapping(args.synonyms, "--synonyms"),
+                            kind_of=_read_mapping(args.kind_of, "--kind-of"))
+        if args.mode == "scratch":
+            result = _scratch(args, dataset, pool, config, info)
+        else:
+            result = _lit(args, dataset, pool, config, info)
+    finally:
+        cleanup_distributed()
+    if info.is_main:
+        print(f"trained {result.steps} steps, last loss {result.loss:.4f}")
+        print(f"model: {args.out}  (log: {result.log_path})")
+        if result.skipped:
+            print(f"skipped {len(result.skipped)} unreadable image(s), e.g. {result.skipped[0]}")
+    return 0
+
+
+def _scratch(args: argparse.Namespace, dataset: Any, pool: Any, config: Any, info: Any) -> Any:
+    from ..train.loop import train_open_clip
+
+    return train_open_clip(dataset, pool, args.out, model_name=args.model, config=config, info=info,
+                           resume=args.resume, progress=not args.quiet, num_workers=args.workers)
+
+
+def _lit(args: argparse.Namespace, dataset: Any, pool: Any, config: Any, info: Any) -> Any:
+    import torch
+
+    from ..cache import EmbeddingCache
+    from ..models import lit
+    from ..train.loop import lit_tower_features, train_lit
+
+    cache = EmbeddingCache(args.cache_dir, enabled=not args.no_cache, progress=not args.quiet)
+    torch.manual_seed(config.seed)
+    heads = lit.LitHeads(args.embed_dim, loss=config.loss)
+    name = args.name or Path(args.out).name
+
+    def feature_fn() -> Any:
+        return lit_tower_features(dataset, pool, cache=cache, device=info.device, image_size=args.image_size,
+                                  batch_size=args.encode_batch_size, progress=not args.quiet and info.is_main)
+
+    def save_fn(trained: Any, folder: Path, meta: dict[str, Any]) -> None:
+        training = {**meta, "dataset": dataset.name, "templates": args.templates, "n_images": len(dataset)}
+        lit.save_lit_model(folder, trained, {"name": name, "image_size": args.image_size, "training": training})
+
+    return train_lit(feature_fn, heads, args.out, config=config, save_fn=save_fn, info=info,
+                     model_meta={"heads": heads.config(), "image_size": args.image_size},
+                     resume=args.resume, progress=not args.quiet)

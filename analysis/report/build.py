@@ -1,0 +1,160 @@
+"""Results folder -> one self-contained HTML report plus a JSON sidecar with everything it shows.
+
+The report reads only result files (run JSONs and their tables), never a model, so
+``clipaudit report RESULTS_DIR`` can rebuild it anywhere. Each task has a section builder in
+:data:`SECTIONS`; a builder turns one run (record + tables) into blocks: ``metrics``, ``table``,
+``figure`` (base64 data URI plus the plotted numbers) and ``text``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .._atomic import atomic_write_json, atomic_write_text
+from .._checks import ClipauditError
+from .._registry import Registry
+from ..results import read_run
+
+__all__ = ["build_report", "collect_runs", "SECTIONS", "Block", "table_block", "figure_block", "text_block",
+           "metrics_block"]
+
+Block = dict[str, Any]
+SectionBuilder = Callable[[dict[str, Any], dict[str, pd.DataFrame], Path], list[Block]]
+
+#: task name -> (section title, order, builder)
+SECTIONS: Registry[tuple[str, int, SectionBuilder]] = Registry("report section")
+
+
+def table_block(caption: str, df: pd.DataFrame, *, max_rows: int = 200, floatfmt: str = "{:.4f}") -> Block:
+    shown = df.head(max_rows)
+    rows = [[(floatfmt.format(v) if isinstance(v, float) else v) for v in r] for r in shown.itertuples(index=False)]
+    more = f" (first {max_rows} of {len(df)} rows)" if len(df) > max_rows else ""
+    return {"kind": "table", "caption": caption + more, "columns": [str(c) for c in df.columns],
+            "rows": [[_plain(v) for v in r] for r in rows]}
+
+
+def figure_block(caption: str, uri: str, data: dict[str, Any] | None = None) -> Block:
+    return {"kind": "figure", "caption": caption, "uri": uri, "data": _plain(data or {})}
+
+
+def text_block(text: str) -> Block:
+    return {"kind": "text", "text": text}
+
+
+def metrics_block(metrics: dict[str, Any]) -> Block:
+    return {"kind": "metrics", "items": [[k, _fmt(v)] for k, v in metrics.items()]}
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def _plain(v: Any) -> Any:
+    """JSON-able copy (numpy scalars/arrays to Python)."""
+    if isinstance(v, dict):
+        return {str(k): _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if hasattr(v, "tolist"):
+        return v.tolist()
+    return v
+
+
+def collect_runs(results_dir: str | Path) -> list[tuple[Path, dict[str, Any], dict[str, pd.DataFrame]]]:
+    """Every run JSON under ``results_dir`` (recursively) with its tables, sorted by task and model."""
+    results_dir = Path(results_dir)
+    if not results_dir.is_dir():
+        raise ClipauditError(f"Results folder {str(results_dir)!r} does not exist.")
+    runs = []
+    for path in sorted(results_dir.rglob("*.json")):
+        try:
+            head = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if not isinstance(head, dict) or not {"task", "model", "metrics"} <= set(head):
+            continue
+        record, tables = read_run(path)
+        runs.append((path, record, tables))
+    if not runs:
+        raise ClipauditError(f"No clipaudit run files (JSON with task/model/metrics) under {str(results_dir)!r}.")
+    return runs
+
+
+def _facts(path: Path, record: dict[str, Any]) -> dict[str, Any]:
+    info = record.get("model_info", {})
+    return {
+        "task": record["task"], "model": record["model"], "pretrained": record.get("pretrained"),
+        "weights_sha256": (info.get("weights_sha256") or "")[:16], "dataset": record.get("dataset"),
+        "prompt set": record.get("templates"), "created": record.get("created"),
+        "seconds": record.get("seconds"), "clipaudit": record.get("clipaudit_version"), "file": path.name,
+    }
+
+
+def build_report(results_dir: str | Path, out_dir: str | Path | None = None, *, title: str | None = None,
+                 extra_facts: dict[str, Any] | None = None) -> Path:
+    """Render ``results_dir`` to ``out_dir/index.html`` (+ ``report.json``); return the HTML path."""
+    from . import sections  # noqa: F401  (registers the section builders)
+
+    results_dir = Path(results_dir)
+    runs = collect_runs(results_dir)
+    out_dir = Path(out_dir) if out_dir is not None else Path("reports") / results_dir.resolve().name
+    by_task: dict[str, list[tuple[Path, dict[str, Any], dict[str, pd.DataFrame]]]] = {}
+    for run in runs:
+        by_task.setdefault(run[1]["task"], []).append(run)
+    out_sections = []
+    for task, task_runs in by_task.items():
+        if task in SECTIONS:
+            heading, order, builder = SECTIONS.get(task)
+        else:
+            heading, order, builder = task.replace("_", " "), 99, None
+        subsections = []
+        for path, record, tables in task_runs:
+            blocks = builder(record, tables, path) if builder else [metrics_block(record["metrics"])]
+            subsections.append({"title": f"{record['model']} · {record.get('dataset')}", "blocks": blocks})
+        comparison = None
+        if len(task_runs) > 1:
+            rows = [{"model": r["model"], "pretrained": r.get("pretrained"), "dataset": r.get("dataset"),
+                     **{k: v for k, v in r["metrics"].items() if isinstance(v, (int, float))}}
+                    for _, r, _ in task_runs]
+            comparison = table_block("side by side", pd.DataFrame(rows))
+        out_sections.append({"id": task, "title": heading, "order": order, "comparison": comparison,
+                             "runs": subsections})
+    out_sections.sort(key=lambda s: (s["order"], s["id"]))
+    context = {
+        "title": title or f"clipaudit report: {results_dir.resolve().name}",
+        "generated": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "results_dir": str(results_dir),
+        "facts": [_facts(p, r) for p, r, _ in runs],
+        "extra_facts": _plain(extra_facts or {}),
+        "sections": out_sections,
+    }
+    html = render(context)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out_dir / "report.json", _sidecar(context))
+    return atomic_write_text(out_dir / "index.html", html)
+
+
+def _sidecar(context: dict[str, Any]) -> dict[str, Any]:
+    def strip(obj: Any) -> Any:
+        if isinstance(obj, dict):
+            return {k: strip(v) for k, v in obj.items() if k != "uri"}
+        if isinstance(obj, list):
+            return [strip(v) for v in obj]
+        return obj
+
+    return strip(context)
+
+
+def render(context: dict[str, Any]) -> str:
+    from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+
+    env = Environment(loader=PackageLoader("analysis.report", "templates"),
+                      autoescape=select_autoescape(["html", "j2"], default_for_string=True, default=True),
+                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    return env.get_template("report.html.j2").render(**context)
