@@ -1,0 +1,118 @@
+"""The mutual-knowledge pipeline end to end on tiny models, and descriptor pools."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from analysis._checks import ClipauditError
+from analysis.concepts.descriptors import list_descriptor_pools, load_descriptors, parse_descriptor_pool
+
+FASHION = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+
+
+def test_shipped_fashion_mnist_pool():
+    assert "fashion-mnist" in list_descriptor_pools()
+    pool = load_descriptors("fashion-mnist")
+    assert sorted(pool.per_class) == sorted(FASHION)
+    assert all(15 <= len(v) <= 25 for v in pool.per_class.values())
+    flat = [d for v in pool.per_class.values() for d in v]
+    assert list(pool.descriptors) == list(dict.fromkeys(flat))  # deduplicated, file order
+
+
+def test_pool_formats_and_errors(tmp_path):
+    menon = tmp_path / "descriptors_demo.json"
+    menon.write_text(json.dumps({"tench": ["a fish", "scales"], "goldfish": ["scales", "orange colour"]}))
+    pool = load_descriptors(menon)
+    assert pool.descriptors == ("a fish", "scales", "orange colour") and pool.for_class("tench") == ("a fish", "scales")
+    with pytest.raises(ClipauditError, match="goldfish"):
+        pool.for_class("goldfsh")
+    plain = tmp_path / "plain.txt"
+    plain.write_text("# comment\nstripes\n\nspots\n")
+    assert load_descriptors(plain).descriptors == ("stripes", "spots")
+    with pytest.raises(ClipauditError, match="fashion-mnist"):
+        load_descriptors("fashion-mnsit")
+    with pytest.raises(ClipauditError, match="list of strings"):
+        parse_descriptor_pool({"a": "not a list"}, "bad")
+    with pytest.raises(ClipauditError, match="empty"):
+        parse_descriptor_pool([], "empty")
+
+
+@pytest.fixture(scope="module")
+def tiny_rn():
+    from analysis.models import load_model
+
+    return load_model("clipaudit-tiny-rn")
+
+
+@pytest.fixture(scope="module")
+def bundled_two_classes():
+    from analysis.data import create_dataset
+
+    ds = create_dataset("bundled")
+    keep = np.concatenate([np.flatnonzero(ds.labels == k)[:4] for k in (1, 8)])
+    return ds.subset(keep)
+
+
+def test_segment_class_on_cnn_grid(tiny_rn, bundled_two_classes):
+    from analysis.concepts.pipeline import ConceptConfig, _patch_tokens, grid_shape, prepare_images, segment_class
+
+    images = [bundled_two_classes.load_image(i) for i in range(4)]
+    arrays, tensors = prepare_images(tiny_rn, images)
+    tokens = _patch_tokens(tiny_rn, tensors, 8)
+    grid = grid_shape(tokens.shape[1], arrays.shape[1:3])
+    assert grid[0] * grid[1] == tokens.shape[1]
+    seg = segment_class(tokens, grid, arrays, ConceptConfig(n_parts=2))
+    assert seg.pixel_foreground.shape == arrays.shape[:3]
+    for m in ("pca", "kmeans"):
+        assert (seg.pixel_labels[m][~seg.pixel_foreground] == -1).all()
+
+
+def test_run_concepts_end_to_end(tiny_rn, bundled_two_classes, tmp_path):
+    from analysis.cache import EmbeddingCache
+    from analysis.concepts.pipeline import ConceptConfig, run_concepts
+
+    cache = EmbeddingCache(tmp_path / "cache", progress=False)
+    pool = load_descriptors("fashion-mnist")
+    names = bundled_two_classes.classnames
+    classes = [names[1], names[8]]
+    result = run_concepts(tiny_rn, bundled_two_classes, cache, pool, classes=classes, images_per_class=4,
+                          templates="name_only", config=ConceptConfig(n_parts=3, text_top_k=50))
+    per_image, per_class = result.per_image, result.per_class
+    assert set(per_image["class"]) == set(classes) and len(per_image) == 2 * 4 * 2
+    assert set(per_class["method"]) == {"pca", "kmeans"} and len(per_class) == 4
+    for _, row in per_image.iterrows():
+        curve = np.asarray(row["curve"])
+        assert len(curve) == len(row["vision_descriptors"]) + 1 and curve[-1] == 0.0
+        assert row["mi"] == curve[0]
+        if row["n_shared"]:
+            n, k = len(row["vision_descriptors"]), row["n_shared"]
+            assert row["mi"] == pytest.approx(np.log(n * 50 * k), abs=1e-6)
+    for _, row in per_class.iterrows():
+        assert row["auc_reference"] == pytest.approx(np.mean(row["curve"]))
+    assert {"acc1_prompts", "acc1_prompts_descriptors", "acc1_gain"} <= set(result.metrics)
+    enc = result.info["encoder_images"]
+    assert enc["patch_token_images"] == 8
+    assert enc["prompt_images"] == 3 * per_image["n_concepts"].sum()
+
+
+def test_cli_concepts_writes_tables_and_figures(tmp_path, bundled_two_classes):
+    from analysis.cli import main
+    from analysis.results import read_run
+
+    names = bundled_two_classes.classnames
+    results = tmp_path / "results"
+    code = main(["concepts", "--model", "clipaudit-tiny-rn", "--dataset", "bundled", "--limit", "60",
+                 "--classes", names[1], names[8], "--images-per-class", "3", "--templates", "name_only",
+                 "--results-dir", str(results), "--cache-dir", str(tmp_path / "cache"), "--quiet",
+                 "--parts", "2", "--device", "cpu"])
+    assert code == 0
+    (path,) = (results / "concepts").glob("*.json")
+    record, tables = read_run(path)
+    assert set(tables) == {"per_image", "per_class", "curves"}
+    assert len(record["figures"]) == 2
+    for rel in record["figures"].values():
+        png = results / "concepts" / rel
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
