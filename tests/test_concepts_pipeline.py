@@ -10,13 +10,13 @@ import pytest
 from analysis._checks import ClipauditError
 from analysis.concepts.descriptors import list_descriptor_pools, load_descriptors, parse_descriptor_pool
 
-FASHION = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
-
 
 def test_shipped_fashion_mnist_pool():
     assert "fashion-mnist" in list_descriptor_pools()
     pool = load_descriptors("fashion-mnist")
-    assert sorted(pool.per_class) == sorted(FASHION)
+    from analysis.data import FASHION_MNIST_CLASSES
+
+    assert sorted(pool.per_class) == sorted(FASHION_MNIST_CLASSES)  # keyed like the dataset's class names
     assert all(15 <= len(v) <= 25 for v in pool.per_class.values())
     flat = [d for v in pool.per_class.values() for d in v]
     assert list(pool.descriptors) == list(dict.fromkeys(flat))  # deduplicated, file order

@@ -1,0 +1,96 @@
+"""Import rules of the package (style guide §2): who may import whom."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PKG = Path(__file__).resolve().parents[1] / "analysis"
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(PKG.parent).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def _imports(path: Path) -> set[str]:
+    """Project modules imported by ``path`` (absolute names), including function-level imports."""
+    name = _module_name(path)
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            if mod.startswith("analysis"):
+                out.add(mod)
+                out.update(f"{mod}.{a.name}" for a in node.names)
+        elif isinstance(node, ast.Import):
+            out.update(a.name for a in node.names if a.name.startswith("analysis"))
+    return out
+
+
+MODULES = {_module_name(p): _imports(p) for p in PKG.rglob("*.py")}
+
+
+def _importers_of(prefix: str) -> dict[str, set[str]]:
+    return {m: {i for i in imps if i == prefix or i.startswith(prefix + ".")} for m, imps in MODULES.items()}
+
+
+def _in(module: str, *prefixes: str) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in prefixes)
+
+
+BASE = ("analysis._checks", "analysis._registry", "analysis._atomic", "analysis.resources")
+
+
+def test_base_helpers_import_only_base_helpers():
+    for m in BASE:
+        bad = {i for i in MODULES[m] if not _in(i, *BASE)}
+        assert not bad, f"{m} imports {bad}"
+
+
+@pytest.mark.parametrize("a, b", [("analysis.data", "analysis.models"), ("analysis.models", "analysis.data")])
+def test_data_and_models_are_independent(a, b):
+    bad = {m: i for m, i in _importers_of(b).items() if _in(m, a) and i}
+    assert not bad, f"{a} must not import {b}: {bad}"
+
+
+PURE = ("analysis.ensemble", "analysis.metrics", "analysis.selective", "analysis.concepts.spectral",
+        "analysis.concepts.clusters", "analysis.concepts.matching", "analysis.concepts.mutual_info")
+
+
+@pytest.mark.parametrize("module", PURE)
+def test_pure_modules_do_not_touch_models_cache_or_files(module):
+    bad = {i for i in MODULES[module] if _in(i, "analysis.models", "analysis.cache", "analysis.results",
+                                                   "analysis.cli")}
+    assert not bad, f"{module} imports {bad}"
+
+
+def test_report_reads_results_only():
+    allowed = (*BASE, "analysis.results", "analysis.report")
+    for m, imps in MODULES.items():
+        if _in(m, "analysis.report"):
+            bad = {i for i in imps if not _in(i, *allowed)}
+            assert not bad, f"{m} imports {bad}: a report must rebuild without models or data"
+
+
+def test_nothing_imports_the_cli():
+    bad = {m for m, imps in _importers_of("analysis.cli").items() if imps and not _in(m, "analysis.cli")}
+    assert not bad - {"analysis.__main__"}, bad
+
+
+def test_scanner_sees_relative_and_function_level_imports():
+    """Guards the checks above against passing vacuously."""
+    assert "analysis.cache" in MODULES["analysis.zeroshot"]  # from .cache import ...
+    assert "analysis.models.load_model" in MODULES["analysis.cli._common"]  # inside a function
+    assert "analysis._checks" in MODULES["analysis.data.prompts"]  # from .._checks
