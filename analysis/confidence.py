@@ -44,6 +44,7 @@ from .selective import (
     expected_calibration_error,
     oracle_aurc,
     recommend_threshold,
+    risk_coverage_curve,
     selective_accuracy,
 )
 
@@ -537,7 +538,8 @@ def confidence_summary(
     tables : dict of DataFrame
         ``scores`` (AUROC, AURC, E-AURC, ECE per score), ``selective`` (accuracy at each coverage),
         ``sets`` (size and accuracy inside/outside O_T, O_B, O...), ``thresholds`` (deployment thresholds
-        with bootstrap CIs), ``classes`` (classes most often in O).
+        with bootstrap CIs), ``classes`` (classes most often in O), ``risk_coverage`` (the full
+        risk-coverage curve of every score, :func:`analysis.selective.risk_coverage_curve`).
     """
     if msp_scale is None:
         msp_scale = table.attrs.get("msp_scale")
@@ -566,6 +568,7 @@ def confidence_summary(
     )
 
     score_rows, sel_rows, thr_rows = [], [], []
+    rc_rows: list[pd.DataFrame] = []
     for sname, values in score_values.items():
         pred, desc = SCORES[sname]
         y = correct[pred]
@@ -585,6 +588,9 @@ def confidence_summary(
                 aurc_oracle=oracle_aurc(y),
                 ece=expected_calibration_error(values, y, n_bins=n_bins) if probability else math.nan,
             )
+            cov, risk, thr_k = risk_coverage_curve(values, y)
+            rc_rows.append(pd.DataFrame({"score": sname, "prediction": pred, "coverage": cov, "risk": risk,
+                                         "threshold": thr_k}))
             kept, acc = selective_accuracy(values, y, coverages)
             sel_rows += [
                 {"score": sname, "prediction": pred, "coverage": cv, "n_kept": int(k), "accuracy": float(a)}
@@ -685,6 +691,8 @@ def confidence_summary(
         "sets": pd.DataFrame(set_rows),
         "thresholds": pd.DataFrame(thr_rows),
         "classes": classes,
+        "risk_coverage": pd.concat(rc_rows, ignore_index=True) if rc_rows else pd.DataFrame(
+            columns=["score", "prediction", "coverage", "risk", "threshold"]),
     }
     return metrics, tables
 

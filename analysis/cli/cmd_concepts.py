@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import re
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from . import _common as c
 
@@ -84,45 +81,10 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _colour(labels: np.ndarray, n: int = 10) -> np.ndarray:
-    from matplotlib import colormaps
-
-    palette = (np.asarray(colormaps["tab10"].colors)[:n] * 255).astype(np.uint8)
-    out = np.zeros((*labels.shape, 3), np.uint8)
-    fg = labels >= 0
-    out[fg] = palette[labels[fg] % n]
-    return out
-
-
 def save_class_figure(data: dict[str, Any], folder: Path, classname: str) -> Path:
-    """One PNG per class: rows = images; columns = image, foreground, segments per method, a prompt."""
-    import matplotlib
+    """Write one class's figure (:func:`analysis.concepts.figures.class_figure_png`) to ``folder``."""
+    from .._atomic import atomic_write_bytes
+    from ..concepts.figures import class_figure_png, figure_filename
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .._atomic import atomic_path
-
-    images, methods = data["images"], list(data["labels"])
-    n_cols = 2 + 2 * len(methods)
-    fig, axes = plt.subplots(len(images), n_cols, figsize=(1.8 * n_cols, 1.8 * len(images)), squeeze=False)
-    for r, image in enumerate(images):
-        panels = [(image, "image"), (np.where(data["foreground"][r][..., None], image, image // 4), "foreground")]
-        for m in methods:
-            panels.append((_colour(data["labels"][m][r]), f"{m} concepts"))
-            prompts = data["prompts"][m][r]
-            panels.append((prompts[0] if len(prompts) else image, f"{m} prompt"))
-        for ax, (arr, title) in zip(axes[r], panels, strict=True):
-            ax.imshow(arr, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if r == 0:
-                ax.set_title(title, fontsize=8)
-        axes[r][0].set_ylabel(Path(data["items"][r]).name[:18], fontsize=7)
-    fig.suptitle(classname, fontsize=10)
-    fig.tight_layout()
-    path = folder / ((re.sub(r"[^A-Za-z0-9._-]+", "-", classname).strip("-") or "class") + ".png")
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png", dpi=80)
-    plt.close(fig)
-    return path
+    folder.mkdir(parents=True, exist_ok=True)
+    return atomic_write_bytes(folder / figure_filename(classname), class_figure_png(data, classname))

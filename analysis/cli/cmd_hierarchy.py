@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-import numpy as np
-
 from .._checks import ClipauditError
 from . import _common as c
 
@@ -98,99 +96,47 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def class_nodes_for(args: argparse.Namespace, wn: Any, classnames: list[str],
                     dataset_name: str) -> tuple[Any, list[Any], str]:
     """Map ``classnames`` to WordNet per the mapping options: (ClassMapping, ClassNodes, mapping source)."""
-    from ..data import wordnet as w
+    from ..hierarchy import map_dataset_classes
 
-    wnids = None
-    kind = args.class_map
-    if kind == "auto":
-        from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
-
-        kind = "imagenet1k" if list(classnames) == list(IMAGENET_CLASSNAMES) else "lemma"
-    if kind == "imagenet1k":
-        if len(classnames) != 1000:
-            raise ClipauditError(f"--class-map imagenet1k needs the 1000 ImageNet-1k classes; the dataset has "
-                                 f"{len(classnames)}.")
-        wnids = w.imagenet_wnids()
-    path = args.overrides or (w.find_override_file(dataset_name) if kind == "lemma" else None)
-    overrides = w.load_overrides(path) if path else None
-    mapping = w.map_classes(wn, classnames, wnids=wnids, overrides=overrides,
-                            override_source=str(path) if path else "overrides", ambiguous=args.ambiguous)
-    return mapping, w.class_nodes(classnames, mapping.synsets), str(path) if path else kind
+    return map_dataset_classes(wn, classnames, dataset_name, class_map=args.class_map, overrides=args.overrides,
+                               ambiguous=args.ambiguous)
 
 
-def _low_confidence(args: argparse.Namespace, model: Any, dataset: Any, cache: Any,
-                    index: np.ndarray) -> np.ndarray:
-    """O = O_T ∪ O_B for the rows ``index`` of the dataset: the confidence pipeline's ``in_O`` column.
+def options_from_args(args: argparse.Namespace) -> Any:
+    from ..hierarchy import HierarchyOptions
 
-    The only thing used from :mod:`analysis.confidence`. An image readable raw but not flipped (so absent
-    from its table) counts as low-confidence.
-    """
-    from ..confidence import run_confidence
-
-    table = run_confidence(model, dataset, cache, templates=args.templates).table
-    in_o = dict(zip(table["index"].to_numpy().tolist(), table["in_O"].to_numpy(bool).tolist()))
-    return np.array([in_o.get(int(i), True) for i in index], bool)
+    keep = None if args.keep_fraction >= 1 else args.keep_fraction
+    return HierarchyOptions(top_k=args.top_k, max_children=args.max_children, parent_policy=args.parent_policy,
+                            parent_words=args.parent_words, drop_abstract=not args.keep_abstract,
+                            keep_fraction=keep, prune_children=not args.keep_pruned_children)
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..confidence import run_confidence
     from ..data import load_templates
     from ..data.wordnet import load_wordnet
-    from ..ensemble import ensemble_weights, logits
-    from ..hierarchy import HierarchyOptions, run_hierarchy
+    from ..hierarchy import rerank_dataset
     from ..results import write_run
 
-    keep = None if args.keep_fraction >= 1 else args.keep_fraction
-    options = HierarchyOptions(top_k=args.top_k, max_children=args.max_children,
-                               parent_policy=args.parent_policy, parent_words=args.parent_words,
-                               drop_abstract=not args.keep_abstract, keep_fraction=keep,
-                               prune_children=not args.keep_pruned_children)
+    options = options_from_args(args)
     tset = load_templates(args.templates)
     if tset.per_class is not None:
         raise ClipauditError(f"--templates {tset.name!r} is a per-class (CuPL) set; the hierarchy method needs "
                              f"templates shared by all classes (e.g. openai_imagenet).")
-    prune_set = load_templates(args.prune_templates) if args.prune_templates else tset
     model = c.load_model_from_args(args)
     dataset = c.load_dataset_from_args(args)
     cache = c.cache_from_args(args)
     wn = load_wordnet()  # prepared under the default clipaudit cache dir, not the embedding --cache-dir
-    mapping, nodes, map_source = class_nodes_for(args, wn, list(dataset.classnames), dataset.name)
-
-    raw = cache.image_features(model, dataset)
-    index = np.flatnonzero(raw.valid)
-    if len(index) == 0:
-        raise ClipauditError(f"No readable images in dataset {dataset.name!r}.")
-    feats = raw.features[index]
-    labels = np.asarray(dataset.labels)[index]
-    scale = float(model.logit_scale)
-    name_only = logits(feats, ensemble_weights(cache.class_embeddings(model, dataset.classnames, "name_only")),
-                       scale)
-    if args.variant == "ensemble":
-        base = logits(feats, ensemble_weights(cache.class_embeddings(model, dataset.classnames, tset)), scale)
-        templates = list(tset.templates)
-    else:
-        base, templates = name_only, ["{}"]
-    candidates = name_only if args.candidates == "name-only" else base
-    mask = None if args.rerank_set == "all" else _low_confidence(args, model, dataset, cache, index)
-
-    result = run_hierarchy(
-        feats, labels, base, nodes, lambda texts: cache.text_features(model, texts), mask=mask, options=options,
-        templates=templates, candidate_logits=candidates,
-        encode_raw=lambda texts: cache.text_features_raw(model, texts), prune_templates=list(prune_set.templates),
-    )
-    result.predictions["index"] = index
-    tables = {"per_class": result.per_class, "predictions": result.predictions,
-              "class_map": mapping.to_frame()}
-    if result.pruning is not None:
-        tables["pruning"] = result.pruning
+    # O = O_T ∪ O_B: the confidence pipeline's ``in_O`` column (the only thing used from it)
+    low = None if args.rerank_set == "all" else run_confidence(model, dataset, cache, templates=tset).table
+    run_ = rerank_dataset(model, dataset, cache, templates=tset, options=options, variant=args.variant,
+                          candidates=args.candidates, low_confidence=low, prune_templates=args.prune_templates,
+                          class_map=args.class_map, overrides=args.overrides, ambiguous=args.ambiguous, wordnet=wn)
+    result, mapping = run_.result, run_.mapping
     path = write_run(
         args.results_dir, task="hierarchy_rerank", dataset=dataset.name, model=model.info.name,
-        pretrained=model.info.pretrained, metrics=result.metrics, tables=tables,
-        extra={"model_info": model.info.as_dict(), "dataset_fingerprint": dataset.fingerprint(),
-               "classnames": list(dataset.classnames), "set": args.rerank_set, "variant": args.variant,
-               "candidates": args.candidates, "templates": tset.name, "prune_templates": prune_set.name,
-               "class_map": map_source, "unmapped_classes": mapping.unmapped,
-               "ambiguous_classes": mapping.ambiguous, "skipped": raw.skipped,
-               "wordnet_version": wn.get_version(), **result.info},
+        pretrained=model.info.pretrained, metrics=result.metrics, tables=run_.tables,
+        extra={"model_info": model.info.as_dict(), "dataset_fingerprint": dataset.fingerprint(), **run_.extra},
     )
     if mapping.unmapped or mapping.ambiguous:
         print(f"WordNet: {len(mapping.unmapped)} unmapped class(es) {mapping.unmapped[:5]} (scored by name only); "

@@ -14,6 +14,10 @@ from typing import Any
 NAME = "train"
 HELP = "train LiT heads (frozen towers) or a small open_clip model from scratch (InfoNCE or SigLIP)"
 MODES = ("lit", "scratch")
+AUTO = "auto"
+#: Shipped caption vocabularies, ``descriptors/captions/<dataset name><suffix>`` (kept out of the top level
+#: of descriptors/, whose files are descriptor pools).
+CAPTION_FILES = {"--synonyms": "-synonyms.json", "--kind-of": "-kind-of.json"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,10 +33,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_dataset_args(parser)
     parser.set_defaults(split="train")
     add_prompt_args(parser, default="openai_imagenet")
-    parser.add_argument("--synonyms", default=None,
-                        help="JSON file {class name: [other names]}: captions also use these names")
-    parser.add_argument("--kind-of", default=None,
-                        help="JSON file {class name: [parent concepts]}: adds '<name>, a kind of <parent>' captions")
+    parser.add_argument("--synonyms", default=AUTO,
+                        help="JSON file {class name: [other names]}: captions also use these names; default "
+                             "'auto': descriptors/captions/<dataset>-synonyms.json if shipped; 'none': off")
+    parser.add_argument("--kind-of", default=AUTO,
+                        help="JSON file {class name: [parent concepts]}: adds '<name>, a kind of <parent>' captions; "
+                             "default 'auto': descriptors/captions/<dataset>-kind-of.json if shipped; 'none': off")
     g = parser.add_argument_group("model")
     g.add_argument("--model", default="clipaudit-tiny-vit",
                    help="scratch mode: open_clip architecture (default: clipaudit-tiny-vit)")
@@ -58,6 +64,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     o.add_argument("--no-cache", action="store_true", help="lit mode: do not store tower features")
     o.add_argument("--encode-batch-size", type=int, default=64, help="lit mode: tower batch size")
     o.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+
+
+def resolve_caption_file(value: str | None, option: str, dataset: Any) -> str | None:
+    """``--synonyms``/``--kind-of`` value -> a file path or None.
+
+    ``"auto"``: the shipped file for the dataset (``descriptors/captions/<dataset.name>-synonyms.json``),
+    if there is one and the dataset has no captions of its own; ``"none"``: no file; anything else: a path.
+    """
+    from ..resources import data_dir
+
+    if value is None or value.lower() == "none":
+        return None
+    if value != AUTO:
+        return value
+    if dataset.captions is not None:
+        return None
+    try:
+        path = data_dir("descriptors") / "captions" / f"{dataset.name}{CAPTION_FILES[option]}"
+    except FileNotFoundError:
+        return None
+    return str(path) if path.is_file() else None
 
 
 def _read_mapping(path: str | None, option: str) -> dict[str, list[str]] | None:
@@ -90,6 +117,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         dataset = load_dataset_from_args(args)
         templates = load_templates(args.templates) if dataset.captions is None else None
+        args.synonyms = resolve_caption_file(args.synonyms, "--synonyms", dataset)
+        args.kind_of = resolve_caption_file(args.kind_of, "--kind-of", dataset)
+        if info.is_main and (args.synonyms or args.kind_of):
+            print(f"captions: synonyms {args.synonyms or '-'}; kind-of {args.kind_of or '-'}")
         pool = caption_pool(dataset, templates, synonyms=_read_mapping(args.synonyms, "--synonyms"),
                             kind_of=_read_mapping(args.kind_of, "--kind-of"))
         if args.mode == "scratch":
@@ -130,9 +161,20 @@ def _lit(args: argparse.Namespace, dataset: Any, pool: Any, config: Any, info: A
                                   batch_size=args.encode_batch_size, progress=not args.quiet and info.is_main)
 
     def save_fn(trained: Any, folder: Path, meta: dict[str, Any]) -> None:
-        training = {**meta, "dataset": dataset.name, "templates": args.templates, "n_images": len(dataset)}
+        training = {**meta, "dataset": dataset.name, "split": args.split, "limit": args.limit,
+                    "templates": args.templates, "synonyms": _file_ref(args.synonyms),
+                    "kind_of": _file_ref(args.kind_of), "n_images": len(dataset), "n_captions": len(pool.texts)}
         lit.save_lit_model(folder, trained, {"name": name, "image_size": args.image_size, "training": training})
 
     return train_lit(feature_fn, heads, args.out, config=config, save_fn=save_fn, info=info,
                      model_meta={"heads": heads.config(), "image_size": args.image_size},
                      resume=args.resume, progress=not args.quiet)
+
+
+def _file_ref(path: str | None) -> dict[str, str] | None:
+    """Provenance of a caption file: its name and SHA-256 (not the local path)."""
+    import hashlib
+
+    if path is None:
+        return None
+    return {"file": Path(path).name, "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest()}

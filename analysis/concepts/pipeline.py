@@ -15,11 +15,14 @@ Per class (all its selected images decomposed jointly):
 8. zero-shot accuracy with the discovered descriptors added to the class prompts.
 
 Whole-image embeddings (prediction, relevance filter) and text embeddings come from the
-:class:`~analysis.cache.EmbeddingCache`, so they are computed once and shared with other pipelines.
+:class:`~analysis.cache.EmbeddingCache`, so they are computed once and shared with other pipelines; patch
+tokens and visual-prompt embeddings are memoised there too (``cache.array``, keyed by the model and a hash
+of the pixels the encoder sees), so a re-run encodes nothing.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import time
@@ -176,6 +179,16 @@ def _patch_tokens(model: ClipModel, tensors: torch.Tensor, batch_size: int) -> n
     return np.concatenate(out)
 
 
+def _model_key(model: ClipModel) -> dict[str, Any]:
+    return {"model": model.info.as_dict(), "transform": repr(model.preprocess)}
+
+
+def _digest(arrays: np.ndarray) -> str:
+    """Content hash of uint8 pixel arrays (cache key of what the encoder sees)."""
+    a = np.ascontiguousarray(arrays)
+    return hashlib.sha256(str(a.shape).encode() + a.tobytes()).hexdigest()
+
+
 def segment_class(tokens: np.ndarray, grid: tuple[int, int], images: np.ndarray,
                   config: ConceptConfig = ConceptConfig()) -> ClassConcepts:
     """Foreground, CRF and concept label maps of one class (pure).
@@ -298,9 +311,13 @@ def run_concepts(model: ClipModel, dataset: ImageDataset, cache: EmbeddingCache,
             continue
         t = time.perf_counter()
         arrays, tensors = prepare_images(model, pil)
-        tokens = _patch_tokens(model, tensors, config.batch_size)
+
+        def tokens_now(tensors: torch.Tensor = tensors) -> np.ndarray:
+            counts["patch_token_images"] += len(tensors)
+            return _patch_tokens(model, tensors, config.batch_size)
+
+        tokens = cache.array("patch-tokens", {**_model_key(model), "images": _digest(arrays)}, tokens_now)
         timings["patch_tokens"] += time.perf_counter() - t
-        counts["patch_token_images"] += len(tensors)
         grid = grid_shape(tokens.shape[1], arrays.shape[1:3])
 
         t = time.perf_counter()
@@ -322,9 +339,16 @@ def run_concepts(model: ClipModel, dataset: ImageDataset, cache: EmbeddingCache,
         timings["prompts_draw"] += time.perf_counter() - t
         stacked = [p for _, p in drawn.values() if len(p)]
         t = time.perf_counter()
-        all_emb = encode_prompts(model, np.concatenate(stacked), config.batch_size) if stacked else None
+        all_emb = None
+        if stacked:
+            batch = np.concatenate(stacked)
+
+            def prompts_now(batch: np.ndarray = batch) -> np.ndarray:
+                counts["prompt_images"] += 3 * len(batch)
+                return encode_prompts(model, batch, config.batch_size)
+
+            all_emb = cache.array("concept-prompts", {**_model_key(model), "prompts": _digest(batch)}, prompts_now)
         timings["prompts_encode"] += time.perf_counter() - t
-        counts["prompt_images"] += 3 * sum(len(p) for p in stacked)
         offset = 0
         for k, i in enumerate(idx):
             img_emb = feats.features[position[i]]

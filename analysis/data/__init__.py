@@ -17,6 +17,7 @@ import numpy as np
 
 from .._checks import ClipauditError
 from .._registry import Registry
+from . import imagenet_family as _imagenet_family
 from .base import ImageDataset, Subset, hash_items
 from .files import FileImageDataset, image_folder, imagenet_folder, manifest, open_rgb, read_classnames
 from .idx import FASHION_MNIST_CLASSES, ArrayImageDataset, bundled, fashion_mnist, read_idx
@@ -46,6 +47,7 @@ def _imagenet(root: str | None = None, split: str = "val", classnames: object = 
 
 
 DATASETS.register("imagenet", _imagenet, "ImageNet-style validation folder keyed by WordNet ids (--root)")
+_imagenet_family.register(DATASETS)  # imagenet-val, imagenetv2, imagenet-sketch, imagenet-r/-a (+ -200)
 
 _WNID = re.compile(r"^n\d{8}$")
 

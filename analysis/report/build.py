@@ -92,7 +92,9 @@ def _facts(path: Path, record: dict[str, Any]) -> dict[str, Any]:
         "task": record["task"], "model": record["model"], "pretrained": record.get("pretrained"),
         "weights_sha256": (info.get("weights_sha256") or "")[:16], "dataset": record.get("dataset"),
         "prompt set": record.get("templates"), "created": record.get("created"),
-        "seconds": record.get("seconds"), "clipaudit": record.get("clipaudit_version"), "file": path.name,
+        "seconds": record.get("seconds"), "clipaudit": record.get("clipaudit_version"),
+        "torch": (record.get("versions") or {}).get("torch"),
+        "open_clip": (record.get("versions") or {}).get("open_clip"), "file": path.name,
     }
 
 

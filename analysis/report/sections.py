@@ -70,7 +70,7 @@ SECTIONS.register("zeroshot_classification", ("Zero-shot accuracy", 10, zeroshot
 SECTIONS.register("zeroshot_retrieval", ("Retrieval", 60, retrieval_section))
 
 # Pipelines' own section builders (each registers itself on import).
-for _mod in ("confidence", "hierarchy", "concepts"):
+for _mod in ("confidence", "hierarchy", "concepts", "audit", "reproduce"):
     try:
         import_module(f"{__package__}.sections_{_mod}")
     except ModuleNotFoundError as err:

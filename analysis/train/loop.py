@@ -55,8 +55,8 @@ from .losses import (
 )
 
 __all__ = ["TrainConfig", "TrainResult", "ProjectionHeads", "LitFeatures", "fit", "train_open_clip",
-           "train_lit", "lit_tower_features", "save_open_clip_folder", "latest_checkpoint", "LOG_NAME",
-           "CHECKPOINT_DIR"]
+           "train_lit", "lit_tower_features", "lit_text_features", "save_open_clip_folder", "latest_checkpoint",
+           "LOG_NAME", "CHECKPOINT_DIR"]
 
 log = logging.getLogger(__name__)
 LOG_NAME = "train_log.csv"
@@ -654,17 +654,37 @@ def lit_tower_features(dataset: Any, pool: CaptionPool, *, cache: Any = None, de
                 rows[idx] = towers.image_features(torch.stack(batch)).cpu().numpy()
         return rows
 
-    def texts() -> np.ndarray:
-        out = [towers.text_features(pool.texts[s:s + 256]).cpu().numpy() for s in
-               tqdm(range(0, len(pool.texts), 256), disable=not progress, desc="LiT text features")]
-        return np.concatenate(out).astype(np.float32)
-
     tower_id = towers.fingerprint()
     image = cache.array("lit-image-features", {"towers": tower_id, "dataset": dataset.fingerprint(),
                                                "image_size": image_size}, images)
-    text = cache.array("lit-text-features", {"towers": tower_id, "texts": hash_items(pool.texts)}, texts)
+    text = lit_text_features(pool.texts, cache=cache, device=device, progress=progress)
     valid = ~np.isnan(image).any(axis=1)
     pool = dataclasses.replace(pool, counts=np.where(valid, pool.counts, 0))
     fingerprint = hash_items(tower_id, dataset.fingerprint(), image_size, pool.texts, pool.starts.tolist(),
                              pool.counts.tolist())
     return LitFeatures(np.nan_to_num(image), text, pool, np.asarray(dataset.labels), fingerprint)
+
+
+def lit_text_features(texts: Sequence[str], *, cache: Any = None, device: str | torch.device = "cpu",
+                      progress: bool = False, batch_size: int = 256) -> np.ndarray:
+    """Frozen LiT text-tower features (MiniLM sentence embeddings, 384-d) of ``texts``, memoised in the cache.
+
+    Same cache entries as :func:`lit_tower_features` (keyed by the towers' fingerprint and the texts), so
+    prompts encoded for training or evaluation are encoded once.
+    """
+    from tqdm.auto import tqdm
+
+    from ..cache import EmbeddingCache
+    from ..data.base import hash_items
+    from ..models import lit
+
+    cache = cache if cache is not None else EmbeddingCache(enabled=False)
+    towers = lit.get_towers(device)
+    texts = list(texts)
+
+    def compute() -> np.ndarray:
+        out = [towers.text_features(texts[s:s + batch_size]).cpu().numpy() for s in
+               tqdm(range(0, len(texts), batch_size), disable=not progress, desc="LiT text features")]
+        return np.concatenate(out).astype(np.float32) if out else np.zeros((0, lit.TEXT_FEATURE_DIM), np.float32)
+
+    return cache.array("lit-text-features", {"towers": towers.fingerprint(), "texts": hash_items(texts)}, compute)

@@ -1,0 +1,48 @@
+"""Radford et al. (ICML 2021), CLIP: zero-shot ImageNet top-1, 80-template ensemble vs "a photo of a {}.".
+
+Both columns come from :func:`analysis.zeroshot.run_zeroshot` on the same cached image embeddings. The
+reference notes transcribe none of the paper's own numbers, so this table shows ours only (see
+``published.csv``).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from ..data import load_templates
+from ..zeroshot import run_zeroshot
+from .core import TABLES, ReproContext, TableSpec, row
+from .ge2023 import _datasets
+
+__all__ = ["radford2021_imagenet"]
+
+PAPER = "Radford et al., Learning Transferable Visual Models From Natural Language Supervision, ICML 2021"
+
+
+def radford2021_imagenet(ctx: ReproContext) -> pd.DataFrame:
+    """Top-1/top-5 with the prompt ensemble, the single "a photo of a {}." prompt, and the bare name."""
+    tset = load_templates(ctx.templates)
+    columns = ((f"{len(tset)}-template ensemble" if tset.name != "openai_imagenet" else "80-template ensemble",
+                tset), ("a photo of a {}.", "photo"), ("name only '{}'", "name_only"))
+    rows = []
+    for ds in _datasets(ctx, ("imagenet-val",)):
+        for entry in ctx.models:
+            for column, templates in columns:
+                res = ctx.memoise(("zeroshot", entry.name, entry.model.info.weights_sha256, ds, str(templates)),
+                                  lambda t=templates, e=entry, d=ds: run_zeroshot(e.model, ctx.dataset(d), ctx.cache,
+                                                                                  templates=t))
+                n = res.metrics["n_images"]
+                for name, key in (("top-1", "acc1"), ("top-5", "acc5")):
+                    if key in res.metrics:
+                        unit = "top-1 %" if key == "acc1" else "top-5 %"
+                        rows.append(row("radford2021-imagenet", entry, ds, name, column, 100 * res.metrics[key], unit,
+                                        n, f"prompt set {res.info['templates']}"))
+    return pd.DataFrame(rows)
+
+
+TABLES.register("radford2021-imagenet", TableSpec(
+    "radford2021-imagenet", "Radford et al. 2021 (CLIP): zero-shot ImageNet top-1, prompt ensemble vs one prompt",
+    PAPER, radford2021_imagenet,
+    tuple((m, "openai") for m in ("RN50", "RN101", "ViT-B-32", "ViT-B-16", "ViT-L-14")), ("imagenet-val",),
+    notes="The reference notes transcribe no numbers of this paper, so the published column is empty."),
+    "Radford et al. 2021: zero-shot ImageNet, 80-template ensemble vs 'a photo of a {}.'")

@@ -1,0 +1,126 @@
+"""The Ge et al. 2023 tables' code paths (see test_reproduce_tables.py for the rest):
+every reproduction table's code path on the tiny model and generated ImageNet-style trees.
+
+The ImageNet val tree is built so that the tiny model gets some images right: half of the images go in
+the folder of the class the model predicts by name, half in another class's folder. Numbers are checked
+against direct computations (accuracy, AUROC, set sizes) and against each other (Tab. 3 = Tab. 1 gains,
+Tab. 7 at 100% = Tab. 4, both without pruning here; Tab. 7 at 40% runs the pruning path).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+sys.path.insert(0, str(Path(__file__).parent))
+from reproduce_trees import save_images, wnid_tree  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, tiny_vit):
+    from analysis.cache import EmbeddingCache
+    from analysis.data.imagenet_family import imagenet_classnames, imagenet_wnids, subset_wnids
+    from analysis.ensemble import ensemble_weights
+    from analysis.reproduce import ModelEntry, ReproContext
+
+    tmp = tmp_path_factory.mktemp("repro")
+    cache = EmbeddingCache(tmp / "cache", progress=False, batch_size=16)
+    name_w = ensemble_weights(cache.class_embeddings(tiny_vit, list(imagenet_classnames()), "name_only"))
+    stage = save_images(tmp / "stage", 12, seed=3)
+    from PIL import Image
+
+    with torch.no_grad():
+        x = torch.stack([tiny_vit.preprocess(Image.open(p).convert("RGB")) for p in stage])
+        preds = (tiny_vit.encode_image(x).numpy() @ name_w.T).argmax(1)
+    wnids = imagenet_wnids()
+    val = tmp / "data" / "imagenet" / "val"
+    for i, (p, pred) in enumerate(zip(stage, preds)):
+        folder = val / wnids[pred if i % 2 == 0 else (pred + 1 + i) % 1000]
+        folder.mkdir(parents=True, exist_ok=True)
+        p.rename(folder / p.name)
+    wnid_tree(tmp / "data" / "imagenet-r", list(subset_wnids("r")[:2]), per_class=2)
+    (tmp / "two.txt").write_text("a photo of a {}.\na drawing of the {}.\n")
+    (tmp / "desc.json").write_text('{"x": ["red fur", "a long tail", "scales", "a fin", "wheels", "a handle", '
+                                   '"stripes", "a beak"]}')
+    ctx = ReproContext([ModelEntry(tiny_vit, "ViT-B/16")], cache, data_root=str(tmp / "data"),
+                       templates=str(tmp / "two.txt"),
+                       options={"hierarchy": {"max_children": 1, "keep_fraction": None},
+                                "descriptors": str(tmp / "desc.json"),
+                                "concept_classes": 2, "images_per_class": 3, "demo_dataset": "bundled"})
+    return ctx, tmp
+
+
+def ours(result, **key):
+    df = result.comparison
+    for k, v in key.items():
+        df = df[df[k] == v]
+    assert len(df) == 1, (key, df)
+    return df.iloc[0]
+
+
+def direct(ctx, dataset, templates):
+    """Accuracy of the ensemble of ``templates`` computed here from the cache (not via the pipelines)."""
+    from analysis.ensemble import ensemble_weights
+
+    model = ctx.models[0].model
+    ds = ctx.dataset(dataset)
+    feats = ctx.cache.image_features(model, ds).features
+    w = ensemble_weights(ctx.cache.class_embeddings(model, ds.classnames, templates))
+    return feats @ w.T, np.asarray(ds.labels)
+
+
+def test_ge_tables(setup):
+    from analysis.reproduce import run_table
+
+    ctx, _ = setup
+    t1 = run_table("ge2023-tab1", ctx)
+    assert set(t1.missing) == {"imagenetv2", "imagenet-a", "imagenet-a-200", "imagenet-sketch"}
+    assert not t1.subset
+    scores, labels = direct(ctx, "imagenet-val", "name_only")
+    acc = 100 * np.mean(scores.argmax(1) == labels)
+    assert 0 < acc < 100
+    r = ours(t1, dataset="imagenet-val", row="full", column="base", model=ctx.models[0].name)
+    assert r["ours"] == pytest.approx(acc) and r["published"] == 64.18
+    assert ours(t1, dataset="imagenet-r-200", row="full", column="base")["notes"].startswith("200-class subset")
+    assert np.isnan(ours(t1, dataset="imagenet-r-200", row="full", column="base")["published"])
+
+    ctx.datasets = ("imagenet-val", "imagenet-r")  # R-200 has been exercised; keep the file fast
+    t3 = run_table("ge2023-tab3", ctx)
+    for name in ("low", "full"):
+        gain = ours(t3, row=name, model=ctx.models[0].name)["ours"]
+        a = ours(t1, dataset="imagenet-val", row=name, column="hierarchy", model=ctx.models[0].name)["ours"]
+        b = ours(t1, dataset="imagenet-val", row=name, column="base", model=ctx.models[0].name)["ours"]
+        assert gain == pytest.approx(a - b)
+
+    t4 = run_table("ge2023-tab4", ctx)
+    ens, _ = direct(ctx, "imagenet-val", ctx.templates)
+    e = ours(t4, dataset="imagenet-val", row="full", column="ensemble", model=ctx.models[0].name)
+    assert e["ours"] == pytest.approx(100 * np.mean(ens.argmax(1) == labels))
+
+    ctx.options["tab7_keep"] = ((1.0, "100%"), (0.4, "40%"))  # the paper's five fractions cost 30 s here
+    t7 = run_table("ge2023-tab7", ctx)
+    at100 = ours(t7, row="100%", model=ctx.models[0].name)["ours"]  # no pruning, as the other tables here
+    assert at100 == pytest.approx(ours(t4, dataset="imagenet-val", row="full", column="hierarchy+ensemble",
+                                      model=ctx.models[0].name)["ours"])
+    assert len(t7.comparison[t7.comparison["model"] == ctx.models[0].name]) == 2
+
+    fig = run_table("ge2023-fig3", ctx)
+    correct = scores.argmax(1) == labels
+    assert ours(fig, column="max logit", model=ctx.models[0].name)["ours"] == pytest.approx(
+        roc_auc_score(correct, scores.max(1)), abs=1e-6)
+    assert ours(fig, column="ours", model=ctx.models[0].name)["published"] == 0.84
+
+    t5 = run_table("ge2023-tab5", ctx)
+    from analysis.reproduce.ge2023 import ge_base
+
+    s_t = np.sort(ge_base(ctx, ctx.models[0], "imagenet-val").confidence.table["S_T"].to_numpy())
+    k = max(1, round(10000 * len(s_t) / 50000))
+    thr = ours(t5, row="10000", column="threshold", model=ctx.models[0].name)
+    assert thr["ours"] == pytest.approx(s_t[k - 1]) and thr["published"] == 0.47
+
+
