@@ -109,3 +109,21 @@ def test_array_memo(tmp_path):
     b = EmbeddingCache(tmp_path / "c", progress=False).array("tokens", {"x": 1}, compute)
     np.testing.assert_array_equal(a, b)
     assert len(calls) == 1
+
+
+def test_transform_key_ignores_function_addresses(tiny_vit):
+    """A transform holding a plain function has a memory address in its repr; the key must not."""
+    import copy
+
+    from torchvision import transforms as T
+
+    def to_rgb(im):
+        return im.convert("RGB")
+
+    a, b = copy.copy(tiny_vit), copy.copy(tiny_vit)
+    a.preprocess = T.Compose([to_rgb, T.ToTensor()])
+    b.preprocess = T.Compose([lambda im: im, T.ToTensor()])
+    assert " at 0x" in repr(a.preprocess)
+    key = EmbeddingCache.transform_key(a)
+    assert "0x" not in key and "to_rgb>" in key and "ToTensor()" in key
+    assert EmbeddingCache.transform_key(a) != EmbeddingCache.transform_key(b)

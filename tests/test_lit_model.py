@@ -189,3 +189,17 @@ def test_save_load_round_trip_through_load_model(tmp_path, towers, photos):
                                    rtol=0, atol=0)
     other = lit.build_lit_model(_heads(8, "siglip", seed=5), image_size=112)
     assert other.info.weights_sha256 != before.info.weights_sha256
+
+
+@pytest.mark.slow
+def test_channels_last_tower_matches_the_standard_layout(towers, photos):
+    import copy
+
+    tf = lit.lit_transform(224)
+    images = torch.stack([tf(p) for p in photos])
+    reference = copy.deepcopy(towers.image_tower).to(memory_format=torch.contiguous_format)
+    with torch.no_grad():
+        expected = reference.extract_features(images.contiguous())
+    got = towers.image_feature_map(images)
+    assert got.is_contiguous() and got.shape == expected.shape == (2, 1280, 7, 7)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)

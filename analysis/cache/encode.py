@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ from .store import ChunkedEntry
 __all__ = ["EmbeddingCache", "ImageFeatures", "CacheStats"]
 
 log = logging.getLogger(__name__)
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 
 @dataclass
@@ -124,6 +126,11 @@ class EmbeddingCache:
     def _model_parts(model: ClipModel) -> dict[str, Any]:
         return {"model": model.info.as_dict()}
 
+    @staticmethod
+    def transform_key(model: ClipModel) -> str:
+        """Stable text of the model's image transform (memory addresses of functions removed)."""
+        return _ADDRESS.sub("", repr(model.preprocess))
+
     # ------------------------------------------------------------------ images
     def image_features(self, model: ClipModel, dataset: ImageDataset, *,
                        perturbation: str | Perturbation = "none") -> ImageFeatures:
@@ -133,7 +140,7 @@ class EmbeddingCache:
         """
         pert = get_perturbation(perturbation)
         parts = {**self._model_parts(model), "dataset": dataset.fingerprint(),
-                 "transform": repr(model.preprocess), "perturbation": pert.name}
+                 "transform": self.transform_key(model), "perturbation": pert.name}
         entry = self._entry("image", parts, len(dataset))
 
         def compute(start: int, stop: int) -> tuple[np.ndarray, np.ndarray, list]:

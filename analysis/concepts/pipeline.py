@@ -180,7 +180,7 @@ def _patch_tokens(model: ClipModel, tensors: torch.Tensor, batch_size: int) -> n
 
 
 def _model_key(model: ClipModel) -> dict[str, Any]:
-    return {"model": model.info.as_dict(), "transform": repr(model.preprocess)}
+    return {"model": model.info.as_dict(), "transform": EmbeddingCache.transform_key(model)}
 
 
 def _digest(arrays: np.ndarray) -> str:

@@ -228,7 +228,9 @@ class LitTowers:
     def __init__(self, image_tower: nn.Module, text_tower: nn.Module, tokenizer: Any,
                  device: torch.device) -> None:
         self.device = device
-        self.image_tower = _freeze(image_tower, device)
+        # channels_last: ~1.5x faster EfficientNet-Lite0 on CPU at 224 px (measured 11-14 vs 7.6-8.6 img/s,
+        # batch 32, 2 cores); same values up to float rounding (max |diff| ~2e-5 on the feature map)
+        self.image_tower = _freeze(image_tower, device).to(memory_format=torch.channels_last)
         self.text_tower = _freeze(text_tower, device)
         self.tokenizer = tokenizer
 
@@ -253,8 +255,9 @@ class LitTowers:
                 "images must be a batch of preprocessed RGB images of shape (B, 3, H, W), "
                 f"got {tuple(images.shape)}."
             )
+        images = images.to(self.device, torch.float32).contiguous(memory_format=torch.channels_last)
         with torch.no_grad():
-            return self.image_tower.extract_features(images.to(self.device, torch.float32)).float()
+            return self.image_tower.extract_features(images).float().contiguous()
 
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
         """Preprocessed images (B, 3, H, W) -> pooled tower features (B, 1280), float32, not normalised."""
@@ -606,8 +609,9 @@ def load_lit_model(folder: str | Path, device: str | torch.device = "cpu", *,
             "the save was interrupted or a file was replaced. Save the model again with save_lit_model."
         )
     heads.load_state_dict(state, strict=True)
+    # "pretrained" names the weights portably (no machine path): heads file name + start of its SHA-256
     return build_lit_model(heads, image_size=int(cfg.get("image_size", 224)), device=device, name=str(label),
-                           pretrained=str(path.resolve()))
+                           pretrained=f"{path.stem}-{hashlib.sha256(data).hexdigest()[:12]}")
 
 
 def _load_registered(folder: Path, device: torch.device) -> ClipModel:
