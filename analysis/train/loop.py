@@ -6,6 +6,9 @@
 * :func:`train_lit` trains projection heads and the temperature (LiT with both towers locked) on
   pre-computed tower features (from the embedding cache), so an epoch is a few matrix products. The
   saved format belongs to :mod:`analysis.models.lit`; this module only calls the ``save_fn`` it is given.
+  With a ``text_encoder`` (LiT with only the image tower locked) the image side still comes from the
+  cached features, while captions are tokenised per batch and the text tower (or its selected layers) is
+  trained with the heads, at its own learning rate ``TrainConfig.text_lr``.
 
 Both go through :func:`fit`, which handles the data order, DDP, logging, checkpoints and resuming:
 
@@ -80,6 +83,10 @@ class TrainConfig:
         Global batch size (split evenly over processes).
     lr, weight_decay : float
         AdamW; weight decay is not applied to biases, norms, the logit scale and bias (as open_clip).
+    text_lr : float, optional
+        Learning rate of a trained text tower (parameters under the model's ``text_encoder.``), e.g. 2e-5
+        for a pretrained MiniLM; default: ``lr``. Follows the same warm-up/cosine schedule. The log's
+        ``lr`` column is the heads' rate.
     warmup_steps : int, default=0
         Linear warm-up, then cosine decay to 0 at the last step.
     seed : int, default=0
@@ -97,6 +104,7 @@ class TrainConfig:
     max_steps: int | None = None
     batch_size: int = 64
     lr: float = 1e-3
+    text_lr: float | None = None
     weight_decay: float = 0.1
     warmup_steps: int = 0
     seed: int = 0
@@ -118,6 +126,8 @@ class TrainConfig:
         for name in ("lr", "max_logit_scale"):
             if not getattr(self, name) > 0:
                 raise ClipauditError(f"{name} must be > 0, got {getattr(self, name)!r}.")
+        if self.text_lr is not None and not self.text_lr > 0:
+            raise ClipauditError(f"text_lr must be > 0 (or None: same as lr), got {self.text_lr!r}.")
         for name in ("weight_decay", "warmup_steps", "checkpoint_every"):
             if getattr(self, name) < 0:
                 raise ClipauditError(f"{name} must be >= 0, got {getattr(self, name)!r}.")
@@ -149,14 +159,21 @@ class _Source:
 
 
 class _FeatureSource(_Source):
-    def __init__(self, image: torch.Tensor, text: torch.Tensor, device: torch.device) -> None:
-        self.image, self.text, self.device = image.to(device), text.to(device), device
+    """Cached image features; cached text features, or (``text=None``) the caption strings themselves."""
+
+    def __init__(self, image: torch.Tensor, text: torch.Tensor | None, device: torch.device,
+                 captions: Sequence[str] = ()) -> None:
+        self.image, self.device = image.to(device), device
+        self.text = None if text is None else text.to(device)
+        self.captions = captions
 
     def images(self, index_batches):
         for idx in index_batches:
             yield self.image[torch.as_tensor(idx, device=self.device)], idx
 
     def texts(self, caption_ids):
+        if self.text is None:
+            return [self.captions[int(i)] for i in caption_ids]
         return self.text[torch.as_tensor(caption_ids, device=self.device)]
 
 
@@ -202,14 +219,26 @@ class _ImageSource(_Source):
 
 
 # ------------------------------------------------------------------------------------------- the loop
-def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    decay, no_decay = [], []
+#: Parameters whose name starts with this get ``TrainConfig.text_lr`` (a trained LiT text tower).
+TEXT_PREFIX = "text_encoder."
+
+
+def _param_groups(model: nn.Module, weight_decay: float, text_lr: float | None = None) -> list[dict[str, Any]]:
+    """AdamW groups: (no decay, decay) for the model, then the same two for a trained text tower (own lr)."""
+    decay, no_decay, text_decay, text_no_decay = [], [], [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         exclude = p.ndim < 2 or "bn" in name or "ln" in name or "bias" in name or "logit_scale" in name
-        (no_decay if exclude else decay).append(p)
-    return [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": weight_decay}]
+        if name.startswith(TEXT_PREFIX):
+            (text_no_decay if exclude else text_decay).append(p)
+        else:
+            (no_decay if exclude else decay).append(p)
+    groups = [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": weight_decay}]
+    text_extra = {} if text_lr is None else {"lr": text_lr}
+    groups += [{"params": ps, "weight_decay": wd, **text_extra}
+               for ps, wd in ((text_no_decay, 0.0), (text_decay, weight_decay)) if ps]
+    return groups
 
 
 def _lr_lambda(warmup: int, total: int) -> Callable[[int], float]:
@@ -341,7 +370,7 @@ def fit(model: nn.Module, source: _Source, pool: CaptionPool, labels: np.ndarray
     labels_t = torch.as_tensor(np.asarray(labels, dtype=np.int64))
 
     model = model.to(info.device)
-    opt = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.lr)
+    opt = torch.optim.AdamW(_param_groups(model, config.weight_decay, config.text_lr), lr=config.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(config.warmup_steps, total))
     step = 0
     latest = latest_checkpoint(out_dir)
@@ -566,7 +595,8 @@ class LitFeatures:
     Attributes
     ----------
     image : ndarray of shape (n_images, d_image), float32
-    text : ndarray of shape (len(pool.texts), d_text), float32
+    text : ndarray of shape (len(pool.texts), d_text), float32, or None
+        None when the text tower is trained (captions are encoded per batch).
     pool : CaptionPool
     labels : ndarray of shape (n_images,), int64
     fingerprint : str
@@ -574,17 +604,32 @@ class LitFeatures:
     """
 
     image: np.ndarray
-    text: np.ndarray
+    text: np.ndarray | None
     pool: CaptionPool
     labels: np.ndarray
     fingerprint: str
 
 
+class _LitTextPairs(nn.Module):
+    """``heads`` on cached image features and on a trained text encoder's features of caption strings."""
+
+    def __init__(self, heads: nn.Module, text_encoder: nn.Module) -> None:
+        super().__init__()
+        self.heads, self.text_encoder = heads, text_encoder
+
+    @property
+    def logit_scale(self) -> torch.Tensor | LogitScale:
+        return self.heads.logit_scale
+
+    def forward(self, image_features: torch.Tensor, texts: Sequence[str]):
+        return self.heads(image_features, self.text_encoder(texts))
+
+
 def train_lit(feature_fn: Callable[[], LitFeatures], heads: nn.Module, out_dir: str | os.PathLike[str], *,
               config: TrainConfig = TrainConfig(), save_fn: Callable[[nn.Module, Path, dict[str, Any]], Any]
               | None = None, model_meta: dict[str, Any] | None = None, info: DistInfo | None = None,
-              resume: bool = False, progress: bool = True) -> TrainResult:
-    """LiT with both towers locked: train ``heads`` on cached tower features.
+              resume: bool = False, progress: bool = True, text_encoder: nn.Module | None = None) -> TrainResult:
+    """LiT: train ``heads`` on cached image-tower features, with a locked or a trained text tower.
 
     Parameters
     ----------
@@ -598,19 +643,34 @@ def train_lit(feature_fn: Callable[[], LitFeatures], heads: nn.Module, out_dir: 
         :mod:`analysis.models.lit`'s). ``save_fn=None`` keeps only the checkpoints.
     config, info, resume, progress
         See :func:`fit`.
+    text_encoder : nn.Module, optional
+        A trainable text tower, ``text_encoder(list of captions) -> (B, d_text)`` features (e.g.
+        :class:`analysis.models.lit.LitTextEncoder`): the captions of each batch are tokenised and encoded
+        by it (``feats.text`` is not used and may be None) and its parameters with ``requires_grad`` are
+        trained in place at ``config.text_lr``. ``save_fn`` should save it too (it gets only the heads).
     """
     info = info or DistInfo()
     feats = feature_fn()
     n = len(feats.pool)
-    if feats.image.shape[0] != n or feats.text.shape[0] != len(feats.pool.texts) or len(feats.labels) != n:
+    n_text = len(feats.pool.texts) if feats.text is None else feats.text.shape[0]
+    if feats.image.shape[0] != n or n_text != len(feats.pool.texts) or len(feats.labels) != n:
         raise ClipauditError(
             f"LiT features do not line up: {feats.image.shape[0]} image rows, {n} images in the caption pool, "
-            f"{len(feats.labels)} labels, {feats.text.shape[0]} text rows for {len(feats.pool.texts)} captions."
+            f"{len(feats.labels)} labels, {n_text} text rows for {len(feats.pool.texts)} captions."
         )
-    source = _FeatureSource(torch.as_tensor(feats.image, dtype=torch.float32),
-                            torch.as_tensor(feats.text, dtype=torch.float32), info.device)
+    if feats.text is None and text_encoder is None:
+        raise ClipauditError("LiT features have no text features (text=None): pass a text_encoder to train the "
+                             "text tower, or compute the locked text tower's features.")
+    image = torch.as_tensor(feats.image, dtype=torch.float32)
     meta = {"mode": "lit", **(model_meta or {})}
-    result = fit(heads, source, feats.pool, feats.labels, out_dir, config=config, fingerprint=feats.fingerprint,
+    if text_encoder is None:
+        source = _FeatureSource(image, torch.as_tensor(feats.text, dtype=torch.float32), info.device)
+        model = heads
+    else:
+        source = _FeatureSource(image, None, info.device, captions=feats.pool.texts)
+        model = _LitTextPairs(heads, text_encoder)
+        meta["train_text"] = getattr(text_encoder, "trainable", type(text_encoder).__name__)
+    result = fit(model, source, feats.pool, feats.labels, out_dir, config=config, fingerprint=feats.fingerprint,
                  model_meta=meta, info=info, resume=resume, progress=progress)
     if info.is_main and save_fn is not None:
         save_fn(heads.cpu(), Path(out_dir), {"config": config.as_dict(), "data_fingerprint": feats.fingerprint,
@@ -621,8 +681,11 @@ def train_lit(feature_fn: Callable[[], LitFeatures], heads: nn.Module, out_dir: 
 
 
 def lit_tower_features(dataset: Any, pool: CaptionPool, *, cache: Any = None, device: str | torch.device = "cpu",
-                       image_size: int = 224, batch_size: int = 64, progress: bool = True) -> LitFeatures:
+                       image_size: int = 224, batch_size: int = 64, progress: bool = True,
+                       text: bool = True) -> LitFeatures:
     """Frozen LiT tower features of ``dataset`` and of the captions of ``pool``, memoised in the cache.
+
+    ``text=False`` (the text tower is trained): image features only, ``LitFeatures.text`` is None.
 
     Image features are the pooled EfficientNet-Lite0 map (1280-d), text features the MiniLM sentence
     embedding (384-d), from :mod:`analysis.models.lit`. They are stored through
@@ -657,12 +720,12 @@ def lit_tower_features(dataset: Any, pool: CaptionPool, *, cache: Any = None, de
     tower_id = towers.fingerprint()
     image = cache.array("lit-image-features", {"towers": tower_id, "dataset": dataset.fingerprint(),
                                                "image_size": image_size}, images)
-    text = lit_text_features(pool.texts, cache=cache, device=device, progress=progress)
+    text_rows = lit_text_features(pool.texts, cache=cache, device=device, progress=progress) if text else None
     valid = ~np.isnan(image).any(axis=1)
     pool = dataclasses.replace(pool, counts=np.where(valid, pool.counts, 0))
     fingerprint = hash_items(tower_id, dataset.fingerprint(), image_size, pool.texts, pool.starts.tolist(),
                              pool.counts.tolist())
-    return LitFeatures(np.nan_to_num(image), text, pool, np.asarray(dataset.labels), fingerprint)
+    return LitFeatures(np.nan_to_num(image), text_rows, pool, np.asarray(dataset.labels), fingerprint)
 
 
 def lit_text_features(texts: Sequence[str], *, cache: Any = None, device: str | torch.device = "cpu",
