@@ -104,13 +104,19 @@ def test_loss_decreases_and_only_the_chosen_layer_changes(trained, shared_before
         assert torch.equal(value, shared_before[name]), name
 
 
-def test_text_lr_reaches_the_text_parameters(trained):
-    """AdamW's first step moves each parameter by ~lr: text-layer steps are ~1e-4, head steps ~1e-2."""
+def test_text_lr_groups_and_checkpoint_contents(trained):
+    """The optimizer has the text tower's own groups at text_lr; checkpoints skip frozen weights."""
     ckpt = torch.load(latest_checkpoint(trained["out"]), weights_only=True)
     groups = ckpt["optimizer"]["param_groups"]
     assert [g["initial_lr"] for g in groups] == [0.01, 0.01, 1e-4, 1e-4]
     n_text = sum(len(g["params"]) for g in groups[2:])
     assert n_text == len(trained["encoder"].trained_names)
+    # checkpoints hold the trained text parameters (and buffers), not the frozen MiniLM weights
+    text_keys = {k.removeprefix("text_encoder.text_tower.") for k in ckpt["model"] if k.startswith("text_encoder.")}
+    tower = trained["encoder"].text_tower
+    frozen = {n for n, p in tower.named_parameters() if not p.requires_grad}
+    assert text_keys == set(tower.state_dict()) - frozen
+    assert set(trained["encoder"].trained_names) <= text_keys and len(frozen) > 80
 
 
 def test_resume_reproduces_the_text_tower(trained, tmp_path):

@@ -1,7 +1,7 @@
 """``clipaudit train``: train a CLIP-style model (LiT heads on frozen towers, or a tiny open_clip from scratch).
 
-Runs the same way under ``torchrun --nproc_per_node=K -m analysis.cli train ...`` (DDP; gloo on CPU,
-nccl on GPU); ``--batch-size`` is the global batch.
+Runs the same way under ``torchrun --nproc_per_node=K "$(command -v clipaudit)" train ...`` (DDP; gloo on
+CPU, nccl on GPU); ``--batch-size`` is the global batch.
 
 ``--mode lit --train-text all|last:N``: LiT with only the image tower locked; the MiniLM text tower (or its
 last N transformer layers) is fine-tuned with the heads at ``--text-lr``, and the model folder also gets

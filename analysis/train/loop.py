@@ -19,7 +19,9 @@ Both go through :func:`fit`, which handles the data order, DDP, logging, checkpo
 * **Log.** ``train_log.csv`` in ``out_dir``: step, epoch, loss (mean over ranks), logit_scale,
   logit_bias, lr — one row per optimizer step.
 * **Checkpoints.** ``out_dir/checkpoints/step_XXXXXXXX.pt`` (written atomically; model, optimizer,
-  scheduler, RNG state, config and data fingerprint). ``resume=True`` continues from the latest one;
+  scheduler, RNG state, config and data fingerprint). Frozen parameters (``requires_grad=False``, e.g.
+  the untrained layers of a LiT text tower) are left out: they come from the pretrained weights, whose
+  hash is part of the data fingerprint. ``resume=True`` continues from the latest one;
   it refuses a checkpoint from a different config or data.
 * **Temperature.** The log-scale is clamped in place to ``[0, log max_logit_scale]`` after every
   optimizer step (open_clip's rule); :class:`~analysis.train.losses.LogitScale` also clamps in forward.
@@ -287,11 +289,29 @@ def _check_resume(ckpt: dict[str, Any], path: Path, config: TrainConfig, fingerp
                              f"not {model_meta}.")
 
 
+def _frozen_names(model: nn.Module) -> set[str]:
+    return {name for name, p in model.named_parameters() if not p.requires_grad}
+
+
+def _trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """State dict without frozen parameters (e.g. a locked pretrained text tower: they come from its wheel)."""
+    frozen = _frozen_names(model)
+    return {k: v for k, v in model.state_dict().items() if k not in frozen}
+
+
+def _load_trainable_state(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    result = model.load_state_dict(state, strict=False)
+    missing = sorted(set(result.missing_keys) - _frozen_names(model))
+    if missing or result.unexpected_keys:
+        raise ClipauditError(f"--resume: checkpoint {path} does not fit the model (missing {missing[:3]}, "
+                             f"unexpected {sorted(result.unexpected_keys)[:3]}).")
+
+
 def _save_checkpoint(out_dir: Path, step: int, epoch: int, model: nn.Module, opt, sched, config: TrainConfig,
                      fingerprint: str, model_meta: dict[str, Any]) -> Path:
     path = out_dir / CHECKPOINT_DIR / f"step_{step:08d}.pt"
     state = {
-        "model": unwrap(model).state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+        "model": _trainable_state(unwrap(model)), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
         "step": step, "epoch": epoch, "config": config.as_dict(), "data_fingerprint": fingerprint,
         "model_meta": json.loads(json.dumps(model_meta)), "torch_rng": torch.get_rng_state(),
     }
@@ -379,7 +399,7 @@ def fit(model: nn.Module, source: _Source, pool: CaptionPool, labels: np.ndarray
             raise ClipauditError(f"--resume: no checkpoint in {out_dir / CHECKPOINT_DIR}.")
         ckpt = torch.load(latest, map_location="cpu", weights_only=True)
         _check_resume(ckpt, latest, config, fingerprint, model_meta)
-        model.load_state_dict(ckpt["model"])
+        _load_trainable_state(model, ckpt["model"], latest)
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
         torch.set_rng_state(ckpt["torch_rng"])
