@@ -43,6 +43,7 @@ def radford2021_imagenet(ctx: ReproContext) -> pd.DataFrame:
 TABLES.register("radford2021-imagenet", TableSpec(
     "radford2021-imagenet", "Radford et al. 2021 (CLIP): zero-shot ImageNet top-1, prompt ensemble vs one prompt",
     PAPER, radford2021_imagenet,
-    tuple((m, "openai") for m in ("RN50", "RN101", "ViT-B-32", "ViT-B-16", "ViT-L-14", "ViT-L-14-336")), ("imagenet-val",),
+    tuple((m, "openai") for m in ("RN50", "RN101", "ViT-B-32", "ViT-B-16", "ViT-L-14", "ViT-L-14-336")),
+    ("imagenet-val",),
     notes="Published: RN50, ViT-B/32 and ViT-L/14@336 from the paper's Table 11; other backbones not transcribed yet."),
     "Radford et al. 2021: zero-shot ImageNet, 80-template ensemble vs 'a photo of a {}.'")
