@@ -21,7 +21,7 @@ to cached features must match ``load_model(...).encode_image`` on real preproces
 usage:
   python benchmarks/bench_demo_model.py                       # shipped model, full test set
   python benchmarks/bench_demo_model.py --test-limit 2000     # stratified subset (seed 0)
-  python benchmarks/bench_demo_model.py --model-folder /tmp/lit-siglip --held-out trousers,sandal,bag
+  python benchmarks/bench_demo_model.py --model-folder ./my-lit-siglip --held-out trousers,sandal,bag
 """
 
 from __future__ import annotations

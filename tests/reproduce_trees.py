@@ -27,3 +27,57 @@ def wnid_tree(root: Path, wnids: tuple[str, ...] | list[str], per_class: int = 3
     for k, w in enumerate(wnids):
         save_images(root / w, per_class, seed=k)
     return root
+
+
+def repro_setup(tmp: Path, tiny_vit, hierarchy: dict):
+    """An ImageNet-family tree under ``tmp/data`` whose val images are half predicted right by ``tiny_vit``,
+    plus a ReproContext over it (one cache, two templates, a small descriptor pool)."""
+    import torch
+
+    from analysis.cache import EmbeddingCache
+    from analysis.data.imagenet_family import imagenet_classnames, imagenet_wnids, subset_wnids
+    from analysis.ensemble import ensemble_weights
+    from analysis.reproduce import ModelEntry, ReproContext
+
+    cache = EmbeddingCache(tmp / "cache", progress=False, batch_size=16)
+    name_w = ensemble_weights(cache.class_embeddings(tiny_vit, list(imagenet_classnames()), "name_only"))
+    stage = save_images(tmp / "stage", 12, seed=3)
+    from PIL import Image
+
+    with torch.no_grad():
+        x = torch.stack([tiny_vit.preprocess(Image.open(p).convert("RGB")) for p in stage])
+        preds = (tiny_vit.encode_image(x).numpy() @ name_w.T).argmax(1)
+    wnids = imagenet_wnids()
+    val = tmp / "data" / "imagenet" / "val"
+    for i, (p, pred) in enumerate(zip(stage, preds)):
+        folder = val / wnids[pred if i % 2 == 0 else (pred + 1 + i) % 1000]
+        folder.mkdir(parents=True, exist_ok=True)
+        p.rename(folder / p.name)
+    wnid_tree(tmp / "data" / "imagenet-r", list(subset_wnids("r")[:2]), per_class=2)
+    (tmp / "two.txt").write_text("a photo of a {}.\na drawing of the {}.\n")
+    (tmp / "desc.json").write_text('{"x": ["red fur", "a long tail", "scales", "a fin", "wheels", "a handle", '
+                                   '"stripes", "a beak"]}')
+    ctx = ReproContext([ModelEntry(tiny_vit, "ViT-B/16")], cache, data_root=str(tmp / "data"),
+                       templates=str(tmp / "two.txt"),
+                       options={"hierarchy": hierarchy, "descriptors": str(tmp / "desc.json"),
+                                "concept_classes": 2, "images_per_class": 3, "demo_dataset": "bundled"})
+    return ctx, tmp
+
+
+def ours(result, **key):
+    """The single row of ``result.comparison`` matching ``key``."""
+    df = result.comparison
+    for k, v in key.items():
+        df = df[df[k] == v]
+    assert len(df) == 1, (key, df)
+    return df.iloc[0]
+
+def direct(ctx, dataset, templates):
+    """Accuracy of the ensemble of ``templates`` computed here from the cache (not via the pipelines)."""
+    from analysis.ensemble import ensemble_weights
+
+    model = ctx.models[0].model
+    ds = ctx.dataset(dataset)
+    feats = ctx.cache.image_features(model, ds).features
+    w = ensemble_weights(ctx.cache.class_embeddings(model, ds.classnames, templates))
+    return feats @ w.T, np.asarray(ds.labels)

@@ -13,62 +13,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from reproduce_trees import save_images, wnid_tree  # noqa: E402
+from reproduce_trees import direct, ours, repro_setup  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, tiny_vit):
-    from analysis.cache import EmbeddingCache
-    from analysis.data.imagenet_family import imagenet_classnames, imagenet_wnids, subset_wnids
-    from analysis.ensemble import ensemble_weights
-    from analysis.reproduce import ModelEntry, ReproContext
-
-    tmp = tmp_path_factory.mktemp("repro")
-    cache = EmbeddingCache(tmp / "cache", progress=False, batch_size=16)
-    name_w = ensemble_weights(cache.class_embeddings(tiny_vit, list(imagenet_classnames()), "name_only"))
-    stage = save_images(tmp / "stage", 12, seed=3)
-    from PIL import Image
-
-    with torch.no_grad():
-        x = torch.stack([tiny_vit.preprocess(Image.open(p).convert("RGB")) for p in stage])
-        preds = (tiny_vit.encode_image(x).numpy() @ name_w.T).argmax(1)
-    wnids = imagenet_wnids()
-    val = tmp / "data" / "imagenet" / "val"
-    for i, (p, pred) in enumerate(zip(stage, preds)):
-        folder = val / wnids[pred if i % 2 == 0 else (pred + 1 + i) % 1000]
-        folder.mkdir(parents=True, exist_ok=True)
-        p.rename(folder / p.name)
-    wnid_tree(tmp / "data" / "imagenet-r", list(subset_wnids("r")[:2]), per_class=2)
-    (tmp / "two.txt").write_text("a photo of a {}.\na drawing of the {}.\n")
-    (tmp / "desc.json").write_text('{"x": ["red fur", "a long tail", "scales", "a fin", "wheels", "a handle", '
-                                   '"stripes", "a beak"]}')
-    ctx = ReproContext([ModelEntry(tiny_vit, "ViT-B/16")], cache, data_root=str(tmp / "data"),
-                       templates=str(tmp / "two.txt"),
-                       options={"hierarchy": {"max_children": 1}, "descriptors": str(tmp / "desc.json"),
-                                "concept_classes": 2, "images_per_class": 3, "demo_dataset": "bundled"})
-    return ctx, tmp
+    return repro_setup(tmp_path_factory.mktemp("repro"), tiny_vit, {"max_children": 1})
 
 
-def ours(result, **key):
-    df = result.comparison
-    for k, v in key.items():
-        df = df[df[k] == v]
-    assert len(df) == 1, (key, df)
-    return df.iloc[0]
 
-
-def direct(ctx, dataset, templates):
-    """Accuracy of the ensemble of ``templates`` computed here from the cache (not via the pipelines)."""
-    from analysis.ensemble import ensemble_weights
-
-    model = ctx.models[0].model
-    ds = ctx.dataset(dataset)
-    feats = ctx.cache.image_features(model, ds).features
-    w = ensemble_weights(ctx.cache.class_embeddings(model, ds.classnames, templates))
-    return feats @ w.T, np.asarray(ds.labels)
 
 
 def test_radford_and_sammani_tables(setup):
