@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import json
 import logging
 import os
 import platform
@@ -39,6 +38,7 @@ import pandas as pd
 
 from ._atomic import atomic_write_bytes, atomic_write_json
 from ._checks import ClipauditError, check_choice, close_matches
+from ._io import read_user_json, read_user_text
 from .results import _slug, run_stem, write_run
 
 __all__ = [
@@ -248,21 +248,15 @@ def config_to_dict(config: AuditConfig) -> dict[str, Any]:
 def load_config(path: str | os.PathLike[str]) -> AuditConfig:
     """Read a ``.toml`` config (``tomllib``) or a saved ``config.json``."""
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as err:
-        raise ClipauditError(f"Config file {str(path)!r} cannot be read: {err}.") from None
+    text = read_user_text(path, "Config file")
     if path.suffix == ".json":
-        try:
-            data = json.loads(raw)
-        except json.JSONDecodeError as err:
-            raise ClipauditError(f"Config file {str(path)!r} is not valid JSON: {err}.") from None
+        data = read_user_json(path, "Config file", text)
     else:
         import tomllib
 
         try:
-            data = tomllib.loads(raw.decode("utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as err:
             raise ClipauditError(f"Config file {str(path)!r} is not valid TOML: {err}.") from None
     return config_from_dict(data)
 

@@ -50,7 +50,7 @@ def _in(module: str, *prefixes: str) -> bool:
     return any(module == p or module.startswith(p + ".") for p in prefixes)
 
 
-BASE = ("analysis._checks", "analysis._registry", "analysis._atomic", "analysis.resources")
+BASE = ("analysis._checks", "analysis._registry", "analysis._atomic", "analysis._io", "analysis.resources")
 
 
 def test_base_helpers_import_only_base_helpers():

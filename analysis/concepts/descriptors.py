@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .._checks import ClipauditError, close_matches
+from .._io import read_user_json, read_user_text
 from ..resources import data_dir
 
 __all__ = ["DescriptorPool", "parse_descriptor_pool", "load_descriptors", "list_descriptor_pools"]
@@ -128,15 +129,9 @@ def load_descriptors(name_or_path: str | Path) -> DescriptorPool:
         Unknown name, unreadable or malformed file, empty pool.
     """
     path = _resolve(name_or_path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise ClipauditError(f"Descriptor pool file {str(path)!r} cannot be read: {err}.") from None
+    text = read_user_text(path, "Descriptor pool file")
     if path.suffix == ".json":
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise ClipauditError(f"Descriptor pool file {str(path)!r} is not valid JSON: {err}.") from None
+        obj = read_user_json(path, "Descriptor pool file", text)
     else:
         obj = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
     return parse_descriptor_pool(obj, path.stem)

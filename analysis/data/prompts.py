@@ -10,7 +10,6 @@ Accepted files:
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -18,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .._checks import ClipauditError
+from .._io import read_user_json, read_user_text
 from .._registry import Registry
 from ..resources import data_dir
 from .base import hash_items
@@ -99,15 +99,9 @@ TEMPLATE_SETS.register("photo", lambda: ("a photo of a {}.",), "the single CLIP 
 
 def _load_file(path: Path, key: str | None) -> TemplateSet:
     src = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as err:
-        raise ClipauditError(f"Cannot read prompt file {src!r}: {err}.") from None
+    text = read_user_text(path, "Prompt file")
     if path.suffix == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise ClipauditError(f"Prompt file {src!r} is not valid JSON: {err}.") from None
+        data = read_user_json(path, "Prompt file", text)
         if isinstance(data, dict) and key is not None:
             if key not in data:
                 raise ClipauditError(f"Prompt file {src!r} has no key {key!r}; keys: {sorted(data)[:20]}.")
