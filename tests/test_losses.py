@@ -10,8 +10,16 @@ import torch
 import torch.nn.functional as F
 
 from analysis._checks import ClipauditError
-from analysis.train.loop import ProjectionHeads, _open_clip_cfg
-from analysis.train.losses import LogitScale, create_loss, infonce_loss, multi_positive_targets, siglip_loss
+from analysis.models.lit import LitHeads
+from analysis.train.loop import _open_clip_cfg
+from analysis.train.losses import (
+    LogitScale,
+    clamp_logit_scale_,
+    create_loss,
+    infonce_loss,
+    multi_positive_targets,
+    siglip_loss,
+)
 
 
 def _unit(n: int, d: int, seed: int) -> torch.Tensor:
@@ -73,21 +81,21 @@ def test_siglip_matches_formula():
 
 
 def test_siglip_init_values():
-    heads = ProjectionHeads(4, 4, 3, loss="siglip")
-    assert heads.logit_scale.log_scale.item() == pytest.approx(math.log(10))
-    assert heads.logit_scale.bias.item() == pytest.approx(-10)
+    heads = LitHeads(3, loss="siglip", image_dim=4, text_dim=4)
+    assert heads.logit_scale.item() == pytest.approx(math.log(10))
+    assert heads.logit_bias.item() == pytest.approx(-10)
     cfg = _open_clip_cfg("clipaudit-tiny-vit", "siglip")
     assert cfg["init_logit_scale"] == pytest.approx(math.log(10)) and cfg["init_logit_bias"] == -10
-    clip_heads = ProjectionHeads(4, 4, 3)
-    assert float(clip_heads.logit_scale()) == pytest.approx(1 / 0.07, rel=1e-6)
-    assert clip_heads.logit_scale.bias is None
+    clip_heads = LitHeads(3, image_dim=4, text_dim=4)
+    assert float(clip_heads.scale()) == pytest.approx(1 / 0.07, rel=1e-6)
+    assert clip_heads.logit_bias is None
 
 
 @pytest.mark.parametrize("loss", ["infonce", "siglip"])
 def test_gradients_finite_and_loss_decreases(loss):
     torch.manual_seed(0)
     x, y = torch.randn(16, 8), torch.randn(16, 6)  # 16 random pairs: learnable by two linear maps
-    heads = ProjectionHeads(8, 6, 8, loss=loss)
+    heads = LitHeads(8, loss=loss, image_dim=8, text_dim=6)
     fn = create_loss(loss)
     opt = torch.optim.Adam(heads.parameters(), lr=0.05)
     losses = []
@@ -98,7 +106,7 @@ def test_gradients_finite_and_loss_decreases(loss):
         value.backward()
         assert all(torch.isfinite(p.grad).all() for p in heads.parameters())
         opt.step()
-        heads.logit_scale.clamp_()
+        clamp_logit_scale_(heads.logit_scale)
         losses.append(float(value))
     assert losses[-1] < 0.5 * losses[0]
 

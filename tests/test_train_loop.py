@@ -13,8 +13,9 @@ from PIL import Image
 
 from analysis._checks import ClipauditError
 from analysis.data.base import ImageDataset, hash_items
+from analysis.models.lit import LitHeads
 from analysis.train.captions import caption_pool, caption_pool_from_classes, class_captions
-from analysis.train.loop import LitFeatures, ProjectionHeads, TrainConfig, latest_checkpoint, train_lit, train_open_clip
+from analysis.train.loop import LitFeatures, TrainConfig, latest_checkpoint, train_lit, train_open_clip
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
 
@@ -85,9 +86,9 @@ def _lit_features(n_per_class: int = 20, seed: int = 0) -> LitFeatures:
     return LitFeatures(image.astype(np.float32), text.astype(np.float32), pool, labels, hash_items("toy", seed))
 
 
-def _heads(loss: str = "infonce") -> ProjectionHeads:
+def _heads(loss: str = "infonce") -> LitHeads:
     torch.manual_seed(0)
-    return ProjectionHeads(6, 5, 4, loss=loss)
+    return LitHeads(4, loss=loss, image_dim=6, text_dim=5)
 
 
 @pytest.mark.parametrize("loss", ["infonce", "siglip"])

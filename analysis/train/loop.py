@@ -42,7 +42,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .._atomic import atomic_path, atomic_write_bytes, atomic_write_json
@@ -59,7 +58,7 @@ from .losses import (
     create_loss,
 )
 
-__all__ = ["TrainConfig", "TrainResult", "ProjectionHeads", "LitFeatures", "fit", "train_open_clip",
+__all__ = ["TrainConfig", "TrainResult", "LitFeatures", "fit", "train_open_clip",
            "train_lit", "lit_tower_features", "lit_text_features", "save_open_clip_folder", "latest_checkpoint",
            "LOG_NAME", "CHECKPOINT_DIR"]
 
@@ -582,32 +581,6 @@ def train_open_clip(dataset: Any, pool: CaptionPool, out_dir: str | os.PathLike[
 
 
 # ------------------------------------------------------------------------------------------------ LiT
-class ProjectionHeads(nn.Module):
-    """LiT heads: a linear map per tower into a shared space, plus the temperature (and SigLIP bias).
-
-    ``forward(image_features, text_features)`` returns ``(img_emb, txt_emb, scale, bias)`` with
-    L2-normalised embeddings; ``bias`` is None for InfoNCE. :mod:`analysis.models.lit` may provide
-    its own heads module; :func:`train_lit` needs only this call signature and a ``logit_scale``
-    attribute (:class:`LogitScale`).
-    """
-
-    def __init__(self, image_dim: int, text_dim: int, embed_dim: int, *, loss: str = "infonce",
-                 max_scale: float = 100.0) -> None:
-        super().__init__()
-        check_choice("loss", loss, LOSSES)
-        self.image_proj = nn.Linear(image_dim, embed_dim, bias=False)
-        self.text_proj = nn.Linear(text_dim, embed_dim, bias=False)
-        if loss == "siglip":
-            self.logit_scale = LogitScale(SIGLIP_INIT_SCALE, init_bias=SIGLIP_INIT_BIAS, max_scale=max_scale)
-        else:
-            self.logit_scale = LogitScale(CLIP_INIT_SCALE, max_scale=max_scale)
-
-    def forward(self, image_features: torch.Tensor, text_features: torch.Tensor):
-        img = F.normalize(self.image_proj(image_features), dim=-1)
-        txt = F.normalize(self.text_proj(text_features), dim=-1)
-        return img, txt, self.logit_scale(), self.logit_scale.bias
-
-
 @dataclass(frozen=True)
 class LitFeatures:
     """Locked-tower features for LiT: one row per image, one row per caption string of ``pool``.
@@ -657,7 +630,7 @@ def train_lit(feature_fn: Callable[[], LitFeatures], heads: nn.Module, out_dir: 
         Computes (or reads from the embedding cache) the locked towers' features.
     heads : nn.Module
         ``heads(image_features, text_features) -> (img_emb, txt_emb, scale, bias)``, e.g.
-        :class:`ProjectionHeads`.
+        :class:`analysis.models.lit.LitHeads`.
     out_dir : path
         Log and checkpoints; ``save_fn(heads, out_dir, meta)`` writes the model there (its format is
         :mod:`analysis.models.lit`'s). ``save_fn=None`` keeps only the checkpoints.
