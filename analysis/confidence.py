@@ -234,14 +234,18 @@ def single_template_predictions(
     return classifier_outputs(features, per_template, max_elements=max_elements)[0]
 
 
-def prompt_consistency(single_preds: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """S_T: fraction of columns of ``single_preds`` (n_samples, n_templates) equal to ``reference``."""
-    p, r = np.asarray(single_preds), np.asarray(reference)
+def _agreement(preds: np.ndarray, reference: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
+    p, r = np.asarray(preds), np.asarray(reference)
     if p.ndim != 2 or r.shape != (len(p),):
         raise ClipauditError(
-            f"single_preds must be (n_samples, n_templates) and reference (n_samples,); got "
-            f"{p.shape} and {r.shape}."
+            f"{what} must be (n_samples, n_columns) and reference (n_samples,); got {p.shape} and {r.shape}."
         )
+    return p, r
+
+
+def prompt_consistency(single_preds: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """S_T: fraction of columns of ``single_preds`` (n_samples, n_templates) equal to ``reference``."""
+    p, r = _agreement(single_preds, reference, "single_preds")
     if p.shape[1] == 0:
         raise ClipauditError("S_T needs at least one template (st_templates is empty).")
     return (p == r[:, None]).mean(axis=1)
@@ -252,12 +256,7 @@ def perturbation_consistency(perturbed_preds: np.ndarray, reference: np.ndarray)
 
     NaN for every sample when there are no perturbations.
     """
-    p, r = np.asarray(perturbed_preds), np.asarray(reference)
-    if p.ndim != 2 or r.shape != (len(p),):
-        raise ClipauditError(
-            f"perturbed_preds must be (n_samples, n_perturbations) and reference (n_samples,); "
-            f"got {p.shape} and {r.shape}."
-        )
+    p, r = _agreement(perturbed_preds, reference, "perturbed_preds")
     if p.shape[1] == 0:
         return np.full(len(r), np.nan)
     return (p == r[:, None]).mean(axis=1)
