@@ -2,9 +2,10 @@
 
 The everyday API::
 
-    from analysis import load_model, create_dataset, EmbeddingCache, run_zeroshot
+    from analysis import load_model, create_dataset, run_task
     model = load_model("clipaudit-lit")
-    result = run_zeroshot(model, create_dataset("bundled"), EmbeddingCache())
+    result = run_task("zeroshot", model, create_dataset("bundled"))   # any registered task, options by keyword
+    result.metrics["acc1"]
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ __version__ = "0.1.0"
 
 from ._checks import ClipauditError  # noqa: E402
 
-__all__ = ["__version__", "ClipauditError", "load_model", "create_dataset", "EmbeddingCache", "run_zeroshot",
-           "run_retrieval", "load_templates"]
+__all__ = ["__version__", "ClipauditError", "load_model", "create_dataset", "EmbeddingCache", "run_task",
+           "list_tasks", "load_templates"]
 
 
 def __getattr__(name: str):  # lazy: importing the package must not import torch
@@ -34,12 +35,12 @@ def __getattr__(name: str):  # lazy: importing the package must not import torch
         from .cache import EmbeddingCache
 
         return EmbeddingCache
-    if name == "run_zeroshot":
-        from .zeroshot import run_zeroshot
+    if name == "run_task":
+        from .tasks._api import run_task
 
-        return run_zeroshot
-    if name == "run_retrieval":
-        from .retrieval import run_retrieval
+        return run_task
+    if name == "list_tasks":
+        from .tasks import list_tasks
 
-        return run_retrieval
+        return list_tasks
     raise AttributeError(f"module 'analysis' has no attribute {name!r}")

@@ -8,10 +8,16 @@ value. The CLI prints these messages without a traceback.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["ClipauditError", "check_choice", "check_positive_int", "check_fraction", "close_matches"]
+__all__ = ["ClipauditError", "check_choice", "check_positive_int", "check_fraction", "close_matches", "check_device",
+           "DEVICES"]
+
+#: Accepted ``--device`` values (``cuda:N`` for any N).
+DEVICES = ("cpu", "cuda", "cuda:N", "mps", "auto")
+_DEVICE = re.compile(r"^(cpu|cuda|mps|auto|cuda:\d+)$")
 
 
 class ClipauditError(ValueError):
@@ -62,3 +68,18 @@ def check_fraction(name: str, value: Any, *, closed_low: bool = False) -> float:
         interval = "[0, 1]" if closed_low else "(0, 1]"
         raise ClipauditError(f"{name} must be in {interval}, got {value!r}.")
     return v
+
+
+def check_device(value: Any, name: str = "--device") -> str:
+    """Return ``value`` (lower-cased, stripped) if it names a device: cpu, cuda, cuda:N, mps or auto.
+
+    Only the spelling is checked here (no torch import); :func:`analysis.models.load_model` also checks
+    that the device exists.
+    """
+    text = value.strip().lower() if isinstance(value, str) else value
+    if not isinstance(text, str) or not _DEVICE.match(text):
+        near = ["cuda"] if text == "gpu" else close_matches(str(value), [d for d in DEVICES if d != "cuda:N"])
+        hint = f" Did you mean {', '.join(repr(n) for n in near)}?" if near else ""
+        raise ClipauditError(f"{name} {value!r} is not a device. Accepted: {', '.join(DEVICES)} "
+                             f"(e.g. cuda:1; auto: cuda if available, else cpu).{hint}")
+    return text

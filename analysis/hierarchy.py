@@ -56,7 +56,7 @@ __all__ = [
     "HIERARCHY_TEMPLATE", "PARENT_POLICIES", "PARENT_WORDS", "HierarchyOptions", "HierarchyGroups",
     "HierarchyResult", "build_groups", "hierarchy_texts", "member_embeddings", "hierarchy_scores",
     "rerank_topk", "rerank_summary", "pruning_words", "pruning_texts", "norm_variance", "keep_top_fraction",
-    "prune", "run_hierarchy", "map_dataset_classes", "rerank_dataset", "HierarchyRun",
+    "prune", "run_hierarchy", "map_dataset_classes", "rerank",
 ]
 
 #: The paper's c~ string (§5.2), with the space after "of".
@@ -524,90 +524,46 @@ def map_dataset_classes(wn: Any, classnames: Sequence[str], dataset_name: str, *
     return mapping, w.class_nodes(list(classnames), mapping.synsets), str(path) if path else kind
 
 
-@dataclass
-class HierarchyRun:
-    """:func:`rerank_dataset` output: the result, the tables to save, the run facts and the class mapping."""
-
-    result: HierarchyResult
-    tables: dict[str, pd.DataFrame]
-    extra: dict[str, Any]
-    mapping: Any
-
-
-def rerank_dataset(model: Any, dataset: Any, cache: Any, *, templates: Any = "openai_imagenet",
-                   options: HierarchyOptions = HierarchyOptions(), variant: str = "name-only",
-                   candidates: str = "name-only", low_confidence: pd.DataFrame | None = None,
-                   prune_templates: Any = None, class_map: str = "auto", overrides: str | None = None,
-                   ambiguous: str = "first", wordnet: Any = None) -> HierarchyRun:
-    """Hierarchy reranking of ``model`` on ``dataset``, every embedding through ``cache``.
+def rerank(state: Any, nodes: Sequence[ClassNode], encode: Encoder, encode_raw: Encoder | None = None, *,
+           mask: np.ndarray | None = None, options: HierarchyOptions = HierarchyOptions(),
+           variant: str = "name-only", candidates: str = "name-only", templates: Any = None,
+           prune_templates: Any = None) -> HierarchyResult:
+    """Hierarchy reranking on a :class:`~analysis.classifier.ClassifierState` (no model, no cache: pure).
 
     Parameters
     ----------
-    model : ClipModel
-    dataset : ImageDataset
-    cache : EmbeddingCache
-    templates : str or TemplateSet, default="openai_imagenet"
-        Shared-template prompt set (ensemble variant; pruning ranks words with it unless ``prune_templates``).
+    state : ClassifierState
+        Image features, labels and the name-only / ensemble logits of the run.
+    nodes : list of ClassNode
+        The classes mapped to WordNet (:func:`map_dataset_classes`).
+    encode, encode_raw : callable
+        list of texts -> L2-normalised / unnormalised embeddings (the run's cache).
+    mask : ndarray of shape (n,) of bool, optional
+        Rows of ``state`` to rerank (the low-confidence set O); None reranks every image.
     options : HierarchyOptions
     variant : {"name-only", "ensemble"}
         Base classifier and hierarchy texts use ``"{}"`` (Tab. 1) or ``templates`` averaged (Tab. 4).
     candidates : {"name-only", "base"}
         Source of the top-k candidates: the name-only classifier (paper) or the base classifier.
-    low_confidence : DataFrame, optional
-        The self-consistency table (:func:`analysis.confidence.run_confidence`; columns ``index`` and
-        ``in_O``): images in O are reranked; a readable image missing from it counts as low-confidence.
-        None reranks every image.
-    prune_templates : str or TemplateSet, optional
-    class_map, overrides, ambiguous
-        WordNet mapping (:func:`map_dataset_classes`).
-    wordnet : WordNetCorpusReader, optional
-        Default: :func:`analysis.data.wordnet.load_wordnet` (raises ClipauditError when WordNet is missing).
-    """
-    from .data import load_templates
-    from .data.wordnet import load_wordnet
-    from .ensemble import logits
+    templates, prune_templates : TemplateSet
+        The run's prompt set, and the one whose norm variance ranks words (default: ``templates``).
 
+    Returns
+    -------
+    HierarchyResult
+        ``predictions["index"]`` holds dataset indices (``state.index``).
+    """
     check_choice("variant", variant, VARIANTS)
     check_choice("candidates", candidates, CANDIDATES)
-    tset = load_templates(templates)
-    if tset.per_class is not None:
-        raise ClipauditError(f"--templates {tset.name!r} is a per-class (CuPL) set; the hierarchy method needs "
-                             f"templates shared by all classes (e.g. openai_imagenet).")
-    prune_set = load_templates(prune_templates) if prune_templates else tset
-    wn = wordnet if wordnet is not None else load_wordnet()
-    mapping, nodes, map_source = map_dataset_classes(wn, list(dataset.classnames), dataset.name,
-                                                     class_map=class_map, overrides=overrides, ambiguous=ambiguous)
-    raw = cache.image_features(model, dataset)
-    index = np.flatnonzero(raw.valid)
-    if len(index) == 0:
-        raise ClipauditError(f"No readable images in dataset {dataset.name!r}.")
-    feats = raw.features[index]
-    labels = np.asarray(dataset.labels)[index]
-    scale = float(model.logit_scale)
-    name_only = logits(feats, ensemble_weights(cache.class_embeddings(model, dataset.classnames, "name_only")),
-                       scale)
+    name_only = state.name_only_logits
     if variant == "ensemble":
-        base = logits(feats, ensemble_weights(cache.class_embeddings(model, dataset.classnames, tset)), scale)
-        texts = list(tset.templates)
+        base, texts = state.logits, list(templates.templates)
     else:
         base, texts = name_only, ["{}"]
     cand = name_only if candidates == "name-only" else base
-    mask = None
-    if low_confidence is not None:
-        in_o = dict(zip(low_confidence["index"].to_numpy().tolist(),
-                        low_confidence["in_O"].to_numpy(bool).tolist()))
-        mask = np.array([in_o.get(int(i), True) for i in index], bool)
-    result = run_hierarchy(
-        feats, labels, base, nodes, lambda t: cache.text_features(model, t), mask=mask, options=options,
-        templates=texts, candidate_logits=cand, encode_raw=lambda t: cache.text_features_raw(model, t),
-        prune_templates=list(prune_set.templates),
-    )
-    result.predictions["index"] = index
-    tables = {"per_class": result.per_class, "predictions": result.predictions, "class_map": mapping.to_frame()}
-    if result.pruning is not None:
-        tables["pruning"] = result.pruning
-    extra = {"classnames": list(dataset.classnames), "set": "all" if low_confidence is None else "low-confidence",
-             "variant": variant, "candidates": candidates, "templates": tset.name, "prune_templates": prune_set.name,
-             "class_map": map_source, "unmapped_classes": mapping.unmapped, "ambiguous_classes": mapping.ambiguous,
-             "skipped": raw.skipped, "wordnet_version": wn.get_version(), **result.info}
-    return HierarchyRun(result, tables, extra, mapping)
+    prune_list = list((prune_templates or templates).templates) if (prune_templates or templates) else None
+    result = run_hierarchy(state.features, state.labels, base, nodes, encode, mask=mask, options=options,
+                           templates=texts, candidate_logits=cand, encode_raw=encode_raw,
+                           prune_templates=prune_list)
+    result.predictions["index"] = state.index
+    return result

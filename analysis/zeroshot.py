@@ -1,37 +1,21 @@
 """Prompt-ensemble zero-shot classification (CLIP, Radford et al. 2021).
 
-:func:`zeroshot_table` is the pure core (embeddings in, DataFrame out); :func:`run_zeroshot` fetches the
-embeddings through the cache.
+:func:`zeroshot_table` is the pure core (embeddings in, DataFrame out); the ``zeroshot`` task
+(:mod:`analysis.tasks.zeroshot`) feeds it the run's shared classifier state.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from ._checks import ClipauditError
-from .cache import EmbeddingCache
-from .data import ImageDataset, TemplateSet, load_templates
-from .ensemble import ensemble_weights, logits, softmax
-from .metrics import classification_summary
-from .models import ClipModel
+from .ensemble import logits, softmax
+from .metrics import classification_summary, top_k_indices
 
-__all__ = ["zeroshot_table", "run_zeroshot", "ZeroShotResult"]
-
-
-@dataclass
-class ZeroShotResult:
-    """Metrics, the per-sample table and what was skipped."""
-
-    metrics: dict[str, float]
-    predictions: pd.DataFrame
-    logits: np.ndarray  # (n_valid, n_classes), rows in predictions order
-    skipped: list[dict[str, str]] = field(default_factory=list)
-    info: dict[str, Any] = field(default_factory=dict)
+__all__ = ["zeroshot_table"]
 
 
 def zeroshot_table(features: np.ndarray, labels: np.ndarray, class_weights: np.ndarray, *, scale: float,
@@ -57,7 +41,9 @@ def zeroshot_table(features: np.ndarray, labels: np.ndarray, class_weights: np.n
     Returns
     -------
     table : DataFrame
-        One row per image: index, label, pred, correct, top5 (list), max_logit, max_softmax.
+        One row per image: index, label, pred, correct, top5 (list), max_logit, max_softmax. ``pred`` and
+        ``top5`` follow :func:`analysis.metrics.top_k_indices` (on exact ties the lower class index ranks
+        first), the same order the metrics read.
     metrics : dict
         ``acc1``, ``acc5`` (omitted with fewer than 5 classes), ``mean_per_class_recall``.
     logits : ndarray of shape (n_samples, n_classes)
@@ -67,8 +53,8 @@ def zeroshot_table(features: np.ndarray, labels: np.ndarray, class_weights: np.n
     if (labels < 0).any():
         raise ClipauditError("Zero-shot classification needs a class label for every image.")
     z = logits(features, class_weights, scale, bias)
-    order = np.argsort(-z, axis=1, kind="stable")
     k = min(5, z.shape[1])
+    order = top_k_indices(z, k)  # the one stable order: higher logit first, lower class index on exact ties
     probs = softmax(z, axis=1)
     pred = order[:, 0]
     table = pd.DataFrame({
@@ -76,7 +62,7 @@ def zeroshot_table(features: np.ndarray, labels: np.ndarray, class_weights: np.n
         "label": labels,
         "pred": pred,
         "correct": pred == labels,
-        f"top{k}": [row.tolist() for row in order[:, :k]],
+        f"top{k}": [row.tolist() for row in order],
         "max_logit": z.max(1),
         "max_softmax": probs.max(1),
     })
@@ -84,21 +70,5 @@ def zeroshot_table(features: np.ndarray, labels: np.ndarray, class_weights: np.n
         names = np.asarray(list(classnames), dtype=object)
         table.insert(2, "label_name", names[labels])
         table.insert(4, "pred_name", names[pred])
-    return table, classification_summary(z, labels), z
+    return table, classification_summary(z, labels, top=order), z
 
-
-def run_zeroshot(model: ClipModel, dataset: ImageDataset, cache: EmbeddingCache, *,
-                 templates: str | TemplateSet = "openai_imagenet") -> ZeroShotResult:
-    """Zero-shot accuracy of ``model`` on ``dataset`` with a prompt ensemble (all embeddings cached)."""
-    tset = load_templates(templates)
-    img = cache.image_features(model, dataset)
-    weights = ensemble_weights(cache.class_embeddings(model, dataset.classnames, tset))
-    keep = np.flatnonzero(img.valid)
-    table, metrics, z = zeroshot_table(
-        img.features[keep], dataset.labels[keep], weights, scale=model.logit_scale, bias=model.logit_bias,
-        classnames=dataset.classnames, index=keep,
-    )
-    metrics = {**metrics, "n_images": int(len(keep)), "n_skipped": len(img.skipped)}
-    info = {"templates": tset.name, "n_templates": len(tset), "logit_scale": model.logit_scale,
-            "logit_bias": model.logit_bias}
-    return ZeroShotResult(metrics, table, z, img.skipped, info)

@@ -75,7 +75,7 @@ def small_audit_config(tmp: Path, dataset: Path, **overrides):
     from analysis.audit import AuditConfig, ModelSpec
 
     cfg = AuditConfig(models=[ModelSpec("clipaudit-tiny-rn")], dataset=str(dataset), templates="simple_imagenet",
-                      results_dir=str(tmp / "results"), reports_dir=str(tmp / "reports"),
+                      out=str(tmp / "results"), reports_dir=str(tmp / "reports"),
                       cache_dir=str(tmp / "cache"), batch_size=8, quiet=True, name="tiny")
     cfg.confidence.n_boot = 50
     cfg.hierarchy.examples = 3

@@ -29,15 +29,15 @@ def wnid_tree(root: Path, wnids: tuple[str, ...] | list[str], per_class: int = 3
     return root
 
 
-def repro_setup(tmp: Path, tiny_vit, hierarchy: dict):
+def repro_setup(tmp: Path, tiny_vit, ge: dict):
     """An ImageNet-family tree under ``tmp/data`` whose val images are half predicted right by ``tiny_vit``,
-    plus a ReproContext over it (one cache, two templates, a small descriptor pool)."""
+    plus a ReproContext over it (one cache, two templates, a small descriptor pool; ``ge``: GeOptions fields)."""
     import torch
 
     from analysis.cache import EmbeddingCache
     from analysis.data.imagenet_family import imagenet_classnames, imagenet_wnids, subset_wnids
     from analysis.ensemble import ensemble_weights
-    from analysis.reproduce import ModelEntry, ReproContext
+    from analysis.reproduce import DemoOptions, GeOptions, ModelEntry, MutualKnowledgeOptions, ReproContext
 
     cache = EmbeddingCache(tmp / "cache", progress=False, batch_size=16)
     name_w = ensemble_weights(cache.class_embeddings(tiny_vit, list(imagenet_classnames()), "name_only"))
@@ -57,10 +57,11 @@ def repro_setup(tmp: Path, tiny_vit, hierarchy: dict):
     (tmp / "two.txt").write_text("a photo of a {}.\na drawing of the {}.\n")
     (tmp / "desc.json").write_text('{"x": ["red fur", "a long tail", "scales", "a fin", "wheels", "a handle", '
                                    '"stripes", "a beak"]}')
-    ctx = ReproContext([ModelEntry(tiny_vit, "ViT-B/16")], cache, data_root=str(tmp / "data"),
-                       templates=str(tmp / "two.txt"),
-                       options={"hierarchy": hierarchy, "descriptors": str(tmp / "desc.json"),
-                                "concept_classes": 2, "images_per_class": 3, "demo_dataset": "bundled"})
+    ctx = ReproContext([ModelEntry(tiny_vit, "ViT-B/16")], cache, root=str(tmp / "data"),
+                       templates=str(tmp / "two.txt"), ge=GeOptions(**ge),
+                       concepts=MutualKnowledgeOptions(descriptors=str(tmp / "desc.json"), n_classes=2,
+                                                       images_per_class=3),
+                       demo=DemoOptions(demo_dataset="bundled"))
     return ctx, tmp
 
 

@@ -10,15 +10,10 @@ import pytest
 from conftest import EVIL_CLASS, small_audit_config, write_audit_manifest
 
 from analysis._checks import ClipauditError
-from analysis.audit import (
-    AuditConfig,
-    config_from_dict,
-    config_to_dict,
-    hierarchy_examples,
-    load_config,
-    run_audit,
-)
+from analysis.audit import AuditConfig, config_from_dict, config_to_dict, load_config, run_audit
+from analysis.report.build import run_file
 from analysis.results import read_run
+from analysis.tasks.hierarchy import hierarchy_examples
 
 
 def _wordnet_available() -> bool:
@@ -55,6 +50,7 @@ def test_audit_end_to_end(audit_run):
     conf, conf_tables = read_run(out / _status(result, "confidence").path)
     if hier.status == "ok":
         rec, tables = read_run(out / hier.path)
+        hier_json = out / hier.path
         in_o = conf_tables["per_sample"].set_index("index")["in_O"]
         preds = tables["predictions"].set_index("index")
         assert preds["low_confidence"].equals(in_o.reindex(preds.index).astype(bool))
@@ -63,7 +59,7 @@ def test_audit_end_to_end(audit_run):
         ex = tables["examples"]
         assert set(ex["kind"]) <= {"fixed", "broken"}
         for rel in ex["thumbnail"]:
-            assert (out / "hierarchy_rerank" / rel).is_file()
+            assert run_file(rec, hier_json, rel).is_file()
     # zero-shot accuracy equals a direct computation from its own per-image table
     zs, zs_tables = read_run(out / _status(result, "zeroshot").path)
     p = zs_tables["predictions"]
@@ -72,7 +68,7 @@ def test_audit_end_to_end(audit_run):
     cc, _ = read_run(out / _status(result, "concepts").path)
     assert set(cc["figures"]) == {"apple", EVIL_CLASS}
     for rel in cc["figures"].values():
-        assert (out / "concepts" / rel).read_bytes()[:4] == b"\x89PNG"
+        assert run_file(cc, out / _status(result, "concepts").path, rel).read_bytes()[:4] == b"\x89PNG"
     # the audit record has the stage table and per-stage timings
     audit, audit_tables = read_run(next((out / "audit").glob("*.json")))
     stages = audit_tables["stages"].set_index("stage")
@@ -149,16 +145,18 @@ def test_config_errors_name_the_option(tmp_path, text, words):
 
 
 def test_failing_stage_keeps_the_others(tmp_path, monkeypatch):
-    import analysis.audit as audit
-    import analysis.data.wordnet as wordnet
+    import dataclasses
 
-    def boom(ctx):
+    import analysis.data.wordnet as wordnet
+    from analysis.tasks import TASKS, get_task
+
+    def boom(ctx, options):
         raise RuntimeError("concepts exploded")
 
     def no_wordnet(*a, **k):
         raise ClipauditError("WordNet was not found (test).")
 
-    monkeypatch.setitem(audit._RUNNERS, "concepts", boom)
+    monkeypatch.setitem(TASKS._entries, "concepts", dataclasses.replace(get_task("concepts"), run=boom))
     monkeypatch.setattr(wordnet, "load_wordnet", no_wordnet)
     dataset = write_audit_manifest(tmp_path / "data")
     cfg = small_audit_config(tmp_path, dataset, name="broken")
@@ -188,7 +186,7 @@ def test_cli_audit_with_config_and_switches(tmp_path, capsys):
     toml.write_text(f"""
 dataset = {json.dumps(str(dataset))}
 templates = "simple_imagenet"
-results_dir = {json.dumps(str(tmp_path / "results"))}
+out = {json.dumps(str(tmp_path / "results"))}
 reports_dir = {json.dumps(str(tmp_path / "reports"))}
 cache_dir = {json.dumps(cfg.cache_dir)}
 [confidence]
@@ -224,11 +222,11 @@ def test_hierarchy_thumbnails_reach_the_report(tmp_path, monkeypatch):
 
     if not _wordnet_available():
         pytest.skip("WordNet is not installed (Debian package 'wordnet' or nltk data)")
-    real = hierarchy.rerank_dataset
+    real = hierarchy.rerank
 
     def flipped(*args, **kwargs):  # the tiny random model changes no prediction: make one fixed, one broken
         run = real(*args, **kwargs)
-        p = run.result.predictions
+        p = run.predictions
         n_classes = int(p["label"].max()) + 1
         p.loc[0, "pred_before"] = (p.loc[0, "label"] + 1) % n_classes
         p.loc[0, "pred_after"] = p.loc[0, "label"]
@@ -236,7 +234,7 @@ def test_hierarchy_thumbnails_reach_the_report(tmp_path, monkeypatch):
         p.loc[1, "pred_after"] = (p.loc[1, "label"] + 1) % n_classes
         return run
 
-    monkeypatch.setattr(hierarchy, "rerank_dataset", flipped)
+    monkeypatch.setattr(hierarchy, "rerank", flipped)
     dataset = write_audit_manifest(tmp_path / "data")
     cfg = small_audit_config(tmp_path, dataset, name="thumbs")
     for stage in ("zeroshot", "confidence", "concepts", "retrieval"):
@@ -246,9 +244,33 @@ def test_hierarchy_thumbnails_reach_the_report(tmp_path, monkeypatch):
     rec, tables = read_run(result.results_dir / _status(result, "hierarchy").path)
     ex = tables["examples"]
     assert ex[["kind", "index"]].values.tolist() == [["fixed", 0], ["broken", 1]]
-    pngs = [result.results_dir / "hierarchy_rerank" / rel for rel in ex["thumbnail"]]
+    pngs = [run_file(rec, result.results_dir / _status(result, "hierarchy").path, rel) for rel in ex["thumbnail"]]
     assert all(p.read_bytes()[:4] == b"\x89PNG" for p in pngs)
     # rebuilt elsewhere from the results folder alone: thumbnails are embedded, captions escaped
     html = build_report(result.results_dir, tmp_path / "rebuilt").read_text()
     assert html.count("data:image/png;base64,") >= 2
     assert "fixed: wrong before, right after" in html and "broken: right before, wrong after" in html
+
+
+def test_rerun_into_the_same_name_shows_only_the_new_run(tmp_path):
+    """A re-run with a task switched off must not show the earlier run's numbers for it (runs.json decides)."""
+    dataset = write_audit_manifest(tmp_path / "data")
+    cfg = small_audit_config(tmp_path, dataset, name="same")
+    cfg.hierarchy.enabled = False
+    cfg.retrieval.enabled = False
+    first = run_audit(config=cfg)
+    assert _status(first, "concepts").status == "ok"
+    sections = {s["id"] for s in json.loads((first.report.parent / "report.json").read_text())["sections"]}
+    assert "concepts" in sections
+    cfg2 = small_audit_config(tmp_path, dataset, name="same")
+    cfg2.hierarchy.enabled = cfg2.retrieval.enabled = cfg2.concepts.enabled = False
+    second = run_audit(config=cfg2)
+    assert second.results_dir == first.results_dir and second.run_id != first.run_id
+    report = json.loads((second.report.parent / "report.json").read_text())
+    assert "concepts" not in {s["id"] for s in report["sections"]}
+    # the earlier concepts result is still on disk (nothing is lost), but not part of this run
+    assert list((second.results_dir / "concepts").glob("*.json"))
+    manifest = json.loads((second.results_dir / "runs.json").read_text())
+    assert manifest["run_id"] == second.run_id and not any(f.startswith("concepts/") for f in manifest["files"])
+    for rel in manifest["files"]:
+        assert json.loads((second.results_dir / rel).read_text())["run_id"] == second.run_id

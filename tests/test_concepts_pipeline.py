@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from analysis._checks import ClipauditError
@@ -56,12 +57,13 @@ def bundled_two_classes():
     return ds.subset(keep)
 
 
-def test_segment_class_on_cnn_grid(tiny_rn, bundled_two_classes):
-    from analysis.concepts.pipeline import ConceptConfig, _patch_tokens, grid_shape, prepare_images, segment_class
+def test_segment_class_on_cnn_grid(tiny_rn, bundled_two_classes, tmp_path):
+    from analysis.cache import EmbeddingCache
+    from analysis.concepts.pipeline import ConceptConfig, grid_shape, segment_class
 
-    images = [bundled_two_classes.load_image(i) for i in range(4)]
-    arrays, tensors = prepare_images(tiny_rn, images)
-    tokens = _patch_tokens(tiny_rn, tensors, 8)
+    cache = EmbeddingCache(tmp_path / "c", progress=False)
+    patches = cache.pixels_and_tokens(tiny_rn, bundled_two_classes, range(4))
+    arrays, tokens = patches.pixels, patches.tokens
     grid = grid_shape(tokens.shape[1], arrays.shape[1:3])
     assert grid[0] * grid[1] == tokens.shape[1]
     seg = segment_class(tokens, grid, arrays, ConceptConfig(n_parts=2))
@@ -96,6 +98,29 @@ def test_run_concepts_end_to_end(tiny_rn, bundled_two_classes, tmp_path):
     enc = result.info["encoder_images"]
     assert enc["patch_token_images"] == 8
     assert enc["prompt_images"] == 3 * per_image["n_concepts"].sum()
+    # one decode per selected image gave its whole-image embedding, pixels and patch tokens
+    assert cache.stats.images_decoded == 8 and cache.stats.images_encoded == 8
+    warm = EmbeddingCache(tmp_path / "cache", progress=False)  # a re-run decodes and encodes nothing
+    again = run_concepts(tiny_rn, bundled_two_classes, warm, pool, classes=classes, images_per_class=4,
+                         templates="name_only", config=ConceptConfig(n_parts=3, text_top_k=50))
+    assert warm.stats.images_decoded == 0 and warm.stats.encoded == {} and again.info["encoder_images"] == {}
+    pd.testing.assert_frame_equal(again.per_image, per_image)
+
+
+def test_concepts_after_an_audit_pass_decode_nothing(tiny_rn, bundled_two_classes, tmp_path):
+    """An audit that passes the concept images as ``patch_indices`` decodes each image once in all."""
+    from analysis.cache import EmbeddingCache
+    from analysis.concepts.pipeline import ConceptConfig, run_concepts, select_images
+
+    ds, cache = bundled_two_classes, EmbeddingCache(tmp_path / "cache", progress=False)
+    classes = [ds.classnames[1], ds.classnames[8]]
+    chosen = np.concatenate(list(select_images(ds, classes, 3).values()))
+    cache.image_views(tiny_rn, ds, ["none", "hflip"], patch_indices=chosen)
+    assert cache.stats.images_decoded == len(ds) and cache.stats.images_encoded == 2 * len(ds)
+    run_concepts(tiny_rn, ds, cache, load_descriptors("fashion-mnist"), classes=classes, images_per_class=3,
+                 templates="name_only", config=ConceptConfig(n_parts=2, methods=("kmeans",)))
+    assert cache.stats.images_decoded == len(ds) and cache.stats.images_encoded == 2 * len(ds)
+    assert cache.stats.encoded["patch-tokens"] == len(chosen)
 
 
 def test_cli_concepts_writes_tables_and_figures(tmp_path, bundled_two_classes):
@@ -106,14 +131,14 @@ def test_cli_concepts_writes_tables_and_figures(tmp_path, bundled_two_classes):
     results = tmp_path / "results"
     code = main(["concepts", "--model", "clipaudit-tiny-rn", "--dataset", "bundled", "--limit", "60",
                  "--classes", names[1], names[8], "--images-per-class", "3", "--templates", "name_only",
-                 "--results-dir", str(results), "--cache-dir", str(tmp_path / "cache"), "--quiet",
+                 "--out", str(results), "--cache-dir", str(tmp_path / "cache"), "--quiet",
                  "--parts", "2", "--device", "cpu"])
     assert code == 0
     (path,) = (results / "concepts").glob("*.json")
     record, tables = read_run(path)
     assert set(tables) == {"per_image", "per_class", "curves"}
-    assert len(record["figures"]) == 2
-    for rel in record["figures"].values():
+    assert len(record["figures"]) == 2 and len(record["files"]) == 2
+    for rel in record["files"].values():  # figure files, relative to the task folder
         png = results / "concepts" / rel
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

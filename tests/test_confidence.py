@@ -217,14 +217,13 @@ def test_summary_tables_match_direct_computation():
 
 # --------------------------------------------------------------------------------------- CLI
 def test_cli_confidence_writes_results(image_folder, tmp_path, capsys):
-    pytest.importorskip("analysis.cli.cmd_confidence")
     from analysis.cache import EmbeddingCache
     from analysis.cli import main
     from analysis.data import create_dataset
     from analysis.models import load_model
     from analysis.results import read_run
 
-    args = ["confidence", "--model", "clipaudit-tiny-vit", "--dataset", str(image_folder), "--results-dir",
+    args = ["confidence", "--model", "clipaudit-tiny-vit", "--dataset", str(image_folder), "--out",
             str(tmp_path / "res"), "--cache-dir", str(tmp_path / "c"), "--n-boot", "20", "--target-accuracy", "0.5",
             "--perturb", "hflip", "vflip", "-q"]
     assert main(args) == 0

@@ -12,8 +12,10 @@ from PIL import Image
 
 from analysis import ClipauditError
 from analysis.data import (
+    DATASETS,
     FASHION_MNIST_CLASSES,
     create_dataset,
+    dataset_splits,
     fashion_mnist,
     get_perturbation,
     load_templates,
@@ -142,3 +144,132 @@ def test_perturbations():
     assert get_perturbation("crop:0.5")(x).shape == x.shape
     with pytest.raises(ClipauditError, match="Unknown perturbation"):
         get_perturbation("blur")
+
+
+# ----------------------------------------------------------------------------------------------- splits
+def _split_folder(root, classes_per_split):
+    """root/<split>/<class>/<i>.png for each split and its classes (2 images per class)."""
+    from conftest import make_image
+
+    rng = np.random.default_rng(0)
+    for split, classes in classes_per_split.items():
+        for c in classes:
+            (root / split / c).mkdir(parents=True)
+            for i in range(2):
+                make_image(rng, (40 * len(c), 100, 50)).save(root / split / c / f"{i}.png")
+    return root
+
+
+def test_named_dataset_split_is_checked_against_its_declared_splits():
+    entry = DATASETS.get("fashion-mnist")
+    assert entry.splits == ("train", "test") and entry.default_split == "test"
+    with pytest.raises(ClipauditError, match=r"--split 'banana' is not a split of dataset 'fashion-mnist'\. "
+                                             r"Accepted: 'train', 'test'\.$"):
+        create_dataset("fashion-mnist", split="banana")
+    with pytest.raises(ClipauditError, match="Did you mean 'train'"):
+        create_dataset("fashion-mnist", split="trian")
+    bundled = create_dataset("bundled")
+    assert bundled.split == "test"
+    with pytest.raises(ClipauditError, match="not a split of dataset 'bundled'. Accepted: 'test'"):
+        create_dataset("bundled", split="train")
+
+
+@pytest.mark.parametrize("name", DATASETS.list())
+def test_every_registered_dataset_rejects_an_unknown_split(name):
+    """Registry sweep: every entry declares its splits, and a wrong one fails before any file is read."""
+
+    entry = DATASETS.get(name)
+    assert entry.default_split in entry.splits
+    assert dataset_splits(name) == (entry.splits, entry.default_split)
+    with pytest.raises(ClipauditError, match=rf"--split 'banana' is not a split of dataset '{name}'"):
+        create_dataset(name, split="banana", root="does-not-matter")
+
+
+def test_fashion_mnist_records_its_split(tmp_path):
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 5), ("t10k", 3)):
+        _write_idx(tmp_path / f"{prefix}-images-idx3-ubyte", rng.integers(0, 255, (n, 28, 28), dtype=np.uint8), False)
+        _write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte", np.arange(n, dtype=np.uint8), False)
+    train = create_dataset("fashion-mnist", split="train", root=str(tmp_path))
+    test = create_dataset("fashion-mnist", root=str(tmp_path))  # the default split
+    assert (train.split, len(train)) == ("train", 5) and (test.split, len(test)) == ("test", 3)
+
+
+def test_folder_without_splits_refuses_a_split(image_folder):
+    ds = create_dataset(str(image_folder))
+    assert ds.split == "unspecified"
+    with pytest.raises(ClipauditError, match=r"--split 'test': dataset '.*folder' has no splits \(no train/ val/ "
+                                             r"test/ subfolders\); drop --split"):
+        create_dataset(str(image_folder), split="test")
+
+
+def test_split_subfolders_pick_one_with_the_same_labels(tmp_path):
+    root = _split_folder(tmp_path / "shapes", {"train": ["circle", "square", "star"], "test": ["circle", "star"]})
+    assert dataset_splits(str(root)) == (("train", "test"), "test")
+    train = create_dataset(str(root), split="train")
+    test = create_dataset(str(root))  # default: test
+    assert (train.split, test.split) == ("train", "test") and train.name == test.name == "shapes"
+    assert train.classnames == test.classnames == ["circle", "square", "star"]
+    assert sorted(set(test.labels.tolist())) == [0, 2]  # 'star' is still label 2 without a 'square' folder
+    assert all("/test/" in test.describe(i).replace("\\", "/") for i in range(len(test)))
+    with pytest.raises(ClipauditError, match=r"not a split of dataset .*shapes'. Accepted: 'train', 'test'"):
+        create_dataset(str(root), split="val")
+
+
+def test_manifest_split_column_filters_rows(image_folder, tmp_path):
+    files = sorted(image_folder.rglob("*.png"))
+    rows = ["path,label,split", f"{files[0]},cat,train", f"{files[1]},dog,train", f"{files[2]},dog,test",
+            f"{files[3]},bird,test"]
+    (tmp_path / "m.csv").write_text("\n".join(rows))
+    train = create_dataset(str(tmp_path / "m.csv"), split="train")
+    test = create_dataset(str(tmp_path / "m.csv"))  # default: test
+    assert (train.split, test.split) == ("train", "test")
+    assert train.classnames == test.classnames == ["cat", "dog", "bird"]  # numbered over every row
+    assert train.labels.tolist() == [0, 1] and test.labels.tolist() == [1, 2]
+    assert [test.describe(i) for i in range(2)] == [str(files[2]), str(files[3])]
+    with pytest.raises(ClipauditError, match="Accepted: 'train', 'test'"):
+        create_dataset(str(tmp_path / "m.csv"), split="val")
+    (tmp_path / "gap.jsonl").write_text(json.dumps({"path": str(files[0]), "label": "cat", "split": "train"}) + "\n"
+                                        + json.dumps({"path": str(files[1]), "label": "dog"}) + "\n")
+    with pytest.raises(ClipauditError, match=r"'split' column but row\(s\) \[2\] have no split"):
+        create_dataset(str(tmp_path / "gap.jsonl"))
+    (tmp_path / "plain.csv").write_text("\n".join(["path,label", f"{files[0]},cat", f"{files[1]},dog"]))
+    assert create_dataset(str(tmp_path / "plain.csv")).split == "unspecified"
+    with pytest.raises(ClipauditError, match=r"has no splits \(no 'split' column\)"):
+        create_dataset(str(tmp_path / "plain.csv"), split="train")
+
+
+# ------------------------------------------------------------------------------------ subset provenance
+def test_subset_info_round_trip(image_folder):
+    import hashlib
+
+    full = create_dataset(str(image_folder))
+    assert full.subset_info() is None and full.root is full
+    np.testing.assert_array_equal(full.root_indices(), np.arange(12))
+    sub = create_dataset(str(image_folder), limit=6, seed=3)
+    info = sub.subset_info()
+    expected_sha = hashlib.sha256(np.asarray(sub.indices, dtype="<i8").tobytes()).hexdigest()
+    assert info == {"kind": "stratified", "limit": 6, "seed": 3, "n": 6, "of": 12, "indices_sha256": expected_sha}
+    assert sub.root is sub.parent and sub.split == full.split == "unspecified"
+    assert create_dataset(str(image_folder), limit=6, seed=3).subset_info() == info  # same settings, same subset
+    # a subset of the subset: indices into the root, its own provenance
+    inner = sub.subset([0, 2])
+    np.testing.assert_array_equal(inner.root_indices(), sub.indices[[0, 2]])
+    assert inner.root is sub.root and inner.describe(1) == full.describe(int(sub.indices[2]))
+    assert inner.subset_info()["kind"] == "indices" and inner.subset_info()["limit"] is None
+    assert inner.subset_info()["of"] == 12 and inner.subset_info()["n"] == 2
+    identity = sub.identity()
+    assert identity == {"name": "folder", "split": "unspecified", "subset_info": info,
+                        "fingerprint": sub.fingerprint(), "n_images": 6}
+
+
+def test_limit_at_least_the_size_keeps_the_full_dataset(image_folder):
+    for limit in (12, 50):
+        ds = create_dataset(str(image_folder), limit=limit)
+        assert len(ds) == 12 and ds.subset_info() is None and ds.root is ds
+
+
+@pytest.mark.parametrize("limit", [0, -5, 2.5, True, "10"])
+def test_limit_must_be_a_positive_integer(image_folder, limit):
+    with pytest.raises(ClipauditError, match=rf"--limit must be a positive integer .*got {limit!r}"):
+        create_dataset(str(image_folder), limit=limit)

@@ -156,7 +156,8 @@ def test_encoders_shapes_norms_and_patch_tokens(towers, photos):
 def test_text_features_equal_sentence_transformers(towers):
     st = pytest.importorskip("sentence_transformers")
     texts = ["a black and white photo of an ankle boot", "a dog", "a photo of a t-shirt, a kind of clothing"]
-    reference = st.SentenceTransformer(str(lit._text_model_dir()), device="cpu").encode(texts, convert_to_numpy=True)
+    folder = str(lit.towers._text_model_dir())
+    reference = st.SentenceTransformer(folder, device="cpu").encode(texts, convert_to_numpy=True)
     np.testing.assert_allclose(towers.text_features(texts).numpy(), reference, atol=1e-5)
 
 

@@ -199,11 +199,11 @@ def test_compare_puts_published_next_to_ours_and_keeps_unrun_rows():
 
 def test_subset_flag_in_context_markdown_and_note(tmp_path, tiny_vit):
     from analysis.cache import EmbeddingCache
-    from analysis.reproduce import ModelEntry, ReproContext, run_table, to_markdown
+    from analysis.reproduce import DemoOptions, ModelEntry, ReproContext, run_table, to_markdown
 
     def ctx(limit):
         return ReproContext([ModelEntry(tiny_vit, "x")], EmbeddingCache(tmp_path / "c", progress=False),
-                            limit=limit, templates="simple_imagenet", options={"demo_dataset": "bundled"})
+                            limit=limit, templates="simple_imagenet", demo=DemoOptions(demo_dataset="bundled"))
 
     small = ctx(30)
     small.dataset("bundled")

@@ -4,7 +4,8 @@ every reproduction table's code path on the tiny model and generated ImageNet-st
 The ImageNet val tree is built so that the tiny model gets some images right: half of the images go in
 the folder of the class the model predicts by name, half in another class's folder. Numbers are checked
 against direct computations (accuracy, AUROC, set sizes) and against each other (Tab. 3 = Tab. 1 gains,
-Tab. 7 at 100% = Tab. 4, both without pruning here; Tab. 7 at 40% runs the pruning path).
+Tab. 7 at 100% = Tab. 4, both without pruning here; Tab. 7 at 40% runs the pruning path). The six tables
+share one classifier state per (model, dataset) and decode each image once for both views (original, flip).
 """
 
 from __future__ import annotations
@@ -22,17 +23,28 @@ from reproduce_trees import direct, ours, repro_setup  # noqa: E402
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, tiny_vit):
-    return repro_setup(tmp_path_factory.mktemp("repro"), tiny_vit, {"max_children": 1, "keep_fraction": None})
+    return repro_setup(tmp_path_factory.mktemp("repro"), tiny_vit, {"max_children": 1, "keep_fraction": 1.0})
 
 
-
-
-
-def test_ge_tables(setup):
+def test_ge_tables(setup, monkeypatch):
+    from analysis.classifier import ClassifierState
     from analysis.reproduce import run_table
 
     ctx, _ = setup
+    states = []
+    build = ClassifierState.from_arrays.__func__
+
+    def counting(cls, views, *args, **kwargs):
+        states.append(sorted(views))
+        return build(cls, views, *args, **kwargs)
+
+    monkeypatch.setattr(ClassifierState, "from_arrays", classmethod(counting))
+    stats = ctx.cache.stats
+    decoded0, encoded0 = stats.images_decoded, stats.images_encoded
     t1 = run_table("ge2023-tab1", ctx)
+    decoded = stats.images_decoded - decoded0
+    assert states == [["hflip", "none"]] * 3  # imagenet-val, imagenet-r, imagenet-r-200: one state each
+    assert decoded > 0 and stats.images_encoded - encoded0 == 2 * decoded  # one decode feeds both views
     assert set(t1.missing) == {"imagenetv2", "imagenet-a", "imagenet-a-200", "imagenet-sketch"}
     assert not t1.subset
     scores, labels = direct(ctx, "imagenet-val", "name_only")
@@ -56,7 +68,7 @@ def test_ge_tables(setup):
     e = ours(t4, dataset="imagenet-val", row="full", column="ensemble", model=ctx.models[0].name)
     assert e["ours"] == pytest.approx(100 * np.mean(ens.argmax(1) == labels))
 
-    ctx.options["tab7_keep"] = ((1.0, "100%"), (0.4, "40%"))  # the paper's five fractions cost 30 s here
+    ctx.ge.tab7_keep = [1.0, 0.4]  # the paper's five fractions cost 30 s here
     t7 = run_table("ge2023-tab7", ctx)
     at100 = ours(t7, row="100%", model=ctx.models[0].name)["ours"]  # no pruning, as the other tables here
     assert at100 == pytest.approx(ours(t4, dataset="imagenet-val", row="full", column="hierarchy+ensemble",
@@ -72,9 +84,12 @@ def test_ge_tables(setup):
     t5 = run_table("ge2023-tab5", ctx)
     from analysis.reproduce.ge2023 import ge_base
 
-    s_t = np.sort(ge_base(ctx, ctx.models[0], "imagenet-val").confidence.table["S_T"].to_numpy())
+    s_t = np.sort(ge_base(ctx, ctx.models[0], "imagenet-val").table["S_T"].to_numpy())
     k = max(1, round(10000 * len(s_t) / 50000))
     thr = ours(t5, row="10000", column="threshold", model=ctx.models[0].name)
     assert thr["ours"] == pytest.approx(s_t[k - 1]) and thr["published"] == 0.47
+    # Tab. 3, 4, 7, Fig. 3 and Tab. 5 reused Tab. 1's states and features: nothing decoded or built again
+    assert len(states) == 3 and stats.images_decoded - decoded0 == decoded
+    assert t5.identity.data["name"] == "imagenet-val" and t1.identity.data["name"].startswith("imagenet-val+")
 
 

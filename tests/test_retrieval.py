@@ -32,12 +32,43 @@ def test_recall_matches_brute_force():
     assert len(per_query) == 30 + len(owner)
 
 
+def test_each_direction_keeps_every_k_up_to_its_own_candidates():
+    rng = np.random.default_rng(1)
+    img = rng.normal(size=(8, 6))
+    owner = np.repeat(np.arange(8), 5)  # 8 images x 40 captions
+    txt = img[owner] + rng.normal(scale=2.0, size=(40, 6))
+    metrics, _ = retrieval_scores(img, txt, owner, ks=(1, 5, 8, 9, 10, 40, 41))
+    # image->text ranks 40 captions: every k <= 40; text->image ranks 8 images: every k <= 8
+    assert sorted(int(k.split("@")[1]) for k in metrics if k.startswith("image_to_text")) == [1, 5, 8, 9, 10, 40]
+    assert sorted(int(k.split("@")[1]) for k in metrics if k.startswith("text_to_image")) == [1, 5, 8]
+    for k in (1, 5, 8, 9, 10, 40):
+        i2t, t2i = _brute_force(img, txt, owner, k)
+        assert metrics[f"image_to_text_recall@{k}"] == pytest.approx(i2t)
+        if k <= 8:
+            assert metrics[f"text_to_image_recall@{k}"] == pytest.approx(t2i)
+    assert 0 < metrics["image_to_text_recall@1"] < 1 and 0 < metrics["text_to_image_recall@1"] < 1
+
+
+def test_report_marks_the_omitted_k():
+    from analysis.report.sections import retrieval_section
+
+    rng = np.random.default_rng(2)
+    img = rng.normal(size=(8, 6))
+    owner = np.repeat(np.arange(8), 5)
+    metrics, per_query = retrieval_scores(img, img[owner], owner)
+    metrics |= {"n_images": 8, "n_texts": 40}
+    _, table = retrieval_section({"metrics": metrics}, {"per_query": per_query}, None)
+    rows = {r[0]: r[1:] for r in table["rows"]}
+    assert rows[10] == [f"{metrics['image_to_text_recall@10']:.4f}", "n/a (only 8 candidates)"]
+    assert rows[5][1] == f"{metrics['text_to_image_recall@5']:.4f}"
+
+
 def test_cli_retrieval(image_folder, tmp_path, capsys):
     files = sorted(image_folder.rglob("*.png"))
     rows = ["path,caption"] + [f"{p},a photo of {p.parent.name.replace('_', ' ')} {i}" for i, p in enumerate(files)]
     (tmp_path / "caps.csv").write_text("\n".join(rows))
     assert main(["retrieval", "--model", "clipaudit-tiny-vit", "--dataset", str(tmp_path / "caps.csv"),
-                 "--results-dir", str(tmp_path / "r"), "--cache-dir", str(tmp_path / "c"), "-q"]) == 0
+                 "--out", str(tmp_path / "r"), "--cache-dir", str(tmp_path / "c"), "-q"]) == 0
     out = capsys.readouterr().out
     assert "image_to_text_recall@1" in out and "text_to_image_recall@10" in out
     assert main(["retrieval", "--model", "clipaudit-tiny-vit", "--dataset", str(image_folder),

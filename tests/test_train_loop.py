@@ -14,8 +14,8 @@ from PIL import Image
 from analysis._checks import ClipauditError
 from analysis.data.base import ImageDataset, hash_items
 from analysis.models.lit import LitHeads
+from analysis.train import LitFeatures, TrainConfig, latest_checkpoint, train_lit, train_open_clip
 from analysis.train.captions import caption_pool, caption_pool_from_classes, class_captions
-from analysis.train.loop import LitFeatures, TrainConfig, latest_checkpoint, train_lit, train_open_clip
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
 

@@ -58,7 +58,7 @@ def test_cli_zeroshot_writes_results(image_folder, tmp_path, capsys):
     bad = image_folder / "red_apple" / "corrupt.png"
     bad.write_bytes(b"nope")
     args = ["zeroshot", "--model", "clipaudit-tiny-vit", "--dataset", str(image_folder), "--templates",
-            "simple_imagenet", "--results-dir", str(tmp_path / "res"), "--cache-dir", str(tmp_path / "c"), "-q"]
+            "simple_imagenet", "--out", str(tmp_path / "res"), "--cache-dir", str(tmp_path / "c"), "-q"]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "acc1" in out and "mean_per_class_recall" in out and "skipped 1 unreadable" in out

@@ -9,7 +9,9 @@ from typing import Any
 __all__ = ["cache_key", "CACHE_FORMAT"]
 
 #: Bump when the on-disk layout changes: old entries are then ignored, not misread.
-CACHE_FORMAT = 1
+#: 2: rows stored per image of the root dataset, chunks carry their row numbers; feature kinds.
+#: 3: entries record their key parts and SHA-256 checksums of their arrays; per-entry file locks.
+CACHE_FORMAT = 3
 
 
 def cache_key(parts: dict[str, Any]) -> str:

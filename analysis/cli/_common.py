@@ -34,7 +34,7 @@ def add_dataset_args(parser: argparse.ArgumentParser) -> None:
                    help="dataset name (bundled, fashion-mnist, imagenet; see `clipaudit datasets`), an image "
                         "folder (one subfolder per class) or a .csv/.jsonl manifest; default: bundled")
     g.add_argument("--root", default=None, help="data folder for named datasets")
-    g.add_argument("--split", default="test", help="split of a named dataset (default: test)")
+    g.add_argument("--split", default=None, help="split of the dataset (default: the dataset's evaluation split)")
     g.add_argument("--classnames", default=None,
                    help="file of class names (one per line, or JSON list / {folder: name}) overriding "
                         "the dataset's")
@@ -77,7 +77,7 @@ def load_model_from_args(args: argparse.Namespace) -> Any:
 def load_dataset_from_args(args: argparse.Namespace) -> Any:
     from ..data import create_dataset
 
-    return create_dataset(args.dataset, split=args.split, root=args.root, classnames=args.classnames,
+    return create_dataset(args.dataset, split=getattr(args, "split", None), root=args.root, classnames=args.classnames,
                           limit=args.limit)
 
 

@@ -6,7 +6,6 @@ import argparse
 import json
 
 from . import _common as c
-from .cmd_hierarchy import add_wordnet_mapping_args, class_nodes_for
 
 NAME = "wordnet"
 HELP = "WordNet status (source, version, path) and class -> synset mapping of a dataset"
@@ -34,7 +33,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     st.add_argument("--json", action="store_true", help="print JSON")
     mp = sub.add_parser("map", help="class -> synset mapping of a dataset; unmapped and ambiguous classes")
     c.add_dataset_args(mp)
-    add_wordnet_mapping_args(mp)
+    from ..tasks._options import add_arguments
+    from ..tasks.hierarchy import WordNetMapOptions
+
+    add_arguments(mp, WordNetMapOptions, title="WordNet mapping")
     mp.add_argument("--cache-dir", default=None, help="clipaudit cache folder (prepared nltk data)")
     mp.add_argument("--csv", default=None, help="also write the table to this CSV file")
 
@@ -57,7 +59,13 @@ def run(args: argparse.Namespace) -> int:
 
     dataset = c.load_dataset_from_args(args)
     wn = load_wordnet(cache_dir=args.cache_dir)
-    mapping, nodes, source = class_nodes_for(args, wn, list(dataset.classnames), dataset.name)
+    from ..hierarchy import map_dataset_classes
+    from ..tasks._options import from_namespace
+    from ..tasks.hierarchy import WordNetMapOptions
+
+    o = from_namespace(WordNetMapOptions(), args)
+    mapping, nodes, source = map_dataset_classes(wn, list(dataset.classnames), dataset.name, class_map=o.class_map,
+                                                 overrides=o.overrides, ambiguous=o.ambiguous)
     table = mapping.to_frame()
     table["parent"] = [n.parent_chains[0][0].name if n.parent_chains else None for n in nodes]
     table["n_children"] = [len(n.children) for n in nodes]

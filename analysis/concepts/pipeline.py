@@ -3,26 +3,27 @@
 Per class (all its selected images decomposed jointly):
 
 1. images squashed to the model's input size (the reference's ``crop=False``), patch tokens from
-   :meth:`ClipModel.patch_tokens` (ViT: last block pre-norm, CLS dropped; CNN: final feature map);
+   :meth:`ClipModel.patch_tokens` (ViT: last block pre-norm, CLS dropped; CNN: final feature map), both
+   from one decode of each image (:meth:`EmbeddingCache.pixels_and_tokens`);
 2. foreground by graph decomposition (:mod:`.spectral`), refined by a dense CRF (:mod:`.crf`);
 3. visual concepts by PCA and by K-means (:mod:`.clusters`);
-4. three visual prompts per concept region (:mod:`.visual_prompts`), encoded with
-   :meth:`ClipModel.encode_image`, L2-normalised and averaged;
+4. three visual prompts per concept region (:mod:`.visual_prompts`), encoded by the cache
+   (:meth:`EmbeddingCache.visual_prompts`: each L2-normalised, the three averaged);
 5. descriptors per concept by optimal transport over the candidates (:mod:`.matching`), ordered by
    relevance to the whole image: the vision-side set D_v;
 6. text side D_y: the ``text_top_k`` descriptors nearest the *predicted* class's text embedding;
 7. MI(D_v, D_y), its removal curve and AUC (:mod:`.mutual_info`);
 8. zero-shot accuracy with the discovered descriptors added to the class prompts.
 
-Whole-image embeddings (prediction, relevance filter) and text embeddings come from the
-:class:`~analysis.cache.EmbeddingCache`, so they are computed once and shared with other pipelines; patch
-tokens and visual-prompt embeddings are memoised there too (``cache.array``, keyed by the model and a hash
-of the pixels the encoder sees), so a re-run encodes nothing.
+Every encoder runs in the :class:`~analysis.cache.EmbeddingCache`: whole-image embeddings (prediction,
+relevance filter) and patch tokens of the selected images come from one decode pass (read from the full
+dataset's entries when an audit has already encoded them), text embeddings are shared with the other
+pipelines, and visual-prompt embeddings are keyed by the model and a hash of the prompt pixels, so a re-run
+decodes and encodes nothing.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import time
@@ -38,6 +39,8 @@ from PIL import Image
 
 from .._checks import ClipauditError, check_choice, check_positive_int
 from ..cache import EmbeddingCache
+from ..cache.kinds import input_size as _input_size
+from ..cache.kinds import squash
 from ..data import ImageDataset, load_templates
 from ..ensemble import ensemble_weights
 from ..models import ClipModel
@@ -51,7 +54,7 @@ from .visual_prompts import concept_prompts
 
 __all__ = [
     "ConceptConfig", "ClassConcepts", "ConceptsResult", "input_size", "grid_shape", "prepare_images",
-    "segment_class", "encode_prompts", "descriptor_sentence", "run_concepts",
+    "segment_class", "select_images", "descriptor_sentence", "run_concepts",
 ]
 
 log = logging.getLogger(__name__)
@@ -151,7 +154,7 @@ class ConceptsResult:
 # ---------------------------------------------------------------------------------------------- helpers
 def input_size(model: ClipModel) -> tuple[int, int]:
     """(H, W) of the tensors the model's preprocess produces."""
-    return tuple(int(s) for s in model.preprocess(Image.new("RGB", (16, 16))).shape[-2:])  # type: ignore[return-value]
+    return _input_size(model)
 
 
 def grid_shape(n_positions: int, size: tuple[int, int]) -> tuple[int, int]:
@@ -164,29 +167,35 @@ def grid_shape(n_positions: int, size: tuple[int, int]) -> tuple[int, int]:
 
 
 def prepare_images(model: ClipModel, images: Sequence[Image.Image]) -> tuple[np.ndarray, torch.Tensor]:
-    """Squash images to the model's input size (no crop); return uint8 RGB (n, H, W, 3) and model tensors."""
-    height, width = input_size(model)
-    arrays = np.stack([np.asarray(im.convert("RGB").resize((width, height), Image.BICUBIC)) for im in images])
+    """Squash images to the model's input size (no crop); return uint8 RGB (n, H, W, 3) and model tensors.
+
+    The pipeline gets both from :meth:`EmbeddingCache.pixels_and_tokens`; this is the same transform, for
+    callers that hold PIL images.
+    """
+    size = input_size(model)
+    arrays = np.stack([squash(im, size) for im in images])
     tensors = torch.stack([model.preprocess(Image.fromarray(a)) for a in arrays])
-    return arrays.astype(np.uint8), tensors
+    return arrays, tensors
 
 
-def _patch_tokens(model: ClipModel, tensors: torch.Tensor, batch_size: int) -> np.ndarray:
-    out = []
-    with torch.no_grad():
-        for b in range(0, len(tensors), batch_size):
-            out.append(model.patch_tokens(tensors[b:b + batch_size]).float().cpu().numpy())
-    return np.concatenate(out)
+def select_images(dataset: ImageDataset, classes: Sequence[str] | None = None,
+                  images_per_class: int = 50) -> dict[str, np.ndarray]:
+    """Images :func:`run_concepts` processes: the first ``images_per_class`` of each class, by class name.
 
-
-def _model_key(model: ClipModel) -> dict[str, Any]:
-    return {"model": model.info.as_dict(), "transform": EmbeddingCache.transform_key(model)}
-
-
-def _digest(arrays: np.ndarray) -> str:
-    """Content hash of uint8 pixel arrays (cache key of what the encoder sees)."""
-    a = np.ascontiguousarray(arrays)
-    return hashlib.sha256(str(a.shape).encode() + a.tobytes()).hexdigest()
+    Pass their union to :meth:`EmbeddingCache.image_views` as ``patch_indices`` to get their patch tokens
+    from the same decode pass as the whole-image views.
+    """
+    check_positive_int("images_per_class", images_per_class)
+    names = list(dataset.classnames)
+    classes = list(names if classes is None else classes)
+    for c in classes:
+        check_choice("classes", c, names)
+    labels = np.asarray(dataset.labels)
+    selected = {c: np.flatnonzero(labels == names.index(c))[:images_per_class] for c in classes}
+    empty = [c for c, idx in selected.items() if len(idx) == 0]
+    if empty:
+        raise ClipauditError(f"classes {empty} have no images in dataset {dataset.name!r}.")
+    return selected
 
 
 def segment_class(tokens: np.ndarray, grid: tuple[int, int], images: np.ndarray,
@@ -213,23 +222,6 @@ def segment_class(tokens: np.ndarray, grid: tuple[int, int], images: np.ndarray,
         patch_labels[method] = labels
         pixel_labels[method] = label_maps(labels, size, pixel_fg)
     return ClassConcepts(tuple(grid), patch_fg, pixel_fg, patch_labels, pixel_labels)
-
-
-def encode_prompts(model: ClipModel, prompts: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """Encode prompted images (n, 3, H, W, 3) uint8 -> (n, D): each variant L2-normalised, the 3 averaged.
-
-    The mean is not renormalised (as the reference).
-    """
-    if len(prompts) == 0:
-        return np.zeros((0, 0), np.float32)
-    flat = prompts.reshape(-1, *prompts.shape[2:])
-    tensors = torch.stack([model.preprocess(Image.fromarray(a)) for a in flat])
-    out = []
-    with torch.no_grad():
-        for b in range(0, len(tensors), batch_size):
-            out.append(model.encode_image(tensors[b:b + batch_size], normalize=True).float().cpu().numpy())
-    emb = np.concatenate(out)
-    return emb.reshape(len(prompts), prompts.shape[1], -1).mean(axis=1)
 
 
 def descriptor_sentence(classname: str, descriptor: str) -> str:
@@ -266,24 +258,20 @@ def run_concepts(model: ClipModel, dataset: ImageDataset, cache: EmbeddingCache,
     -------
     ConceptsResult
     """
-    check_positive_int("images_per_class", images_per_class)
     names = list(dataset.classnames)
-    classes = list(names if classes is None else classes)
-    for c in classes:
-        check_choice("classes", c, names)
+    selected = select_images(dataset, classes, images_per_class)
+    classes = list(selected)
     labels = np.asarray(dataset.labels)
     timings: Counter[str] = Counter()
-    counts: Counter[str] = Counter()
+    encoded_before = dict(cache.stats.encoded)
 
-    selected = {c: np.flatnonzero(labels == names.index(c))[:images_per_class] for c in classes}
-    empty = [c for c, idx in selected.items() if len(idx) == 0]
-    if empty:
-        raise ClipauditError(f"classes {empty} have no images in dataset {dataset.name!r}.")
     all_idx = np.concatenate(list(selected.values()))
     position = {int(i): k for k, i in enumerate(all_idx)}
+    chosen = dataset.subset(all_idx)
 
     t0 = time.perf_counter()
-    feats = cache.image_features(model, dataset.subset(all_idx))
+    # one decode per selected image: its whole-image embedding, squashed pixels and patch tokens
+    feats = cache.image_views(model, chosen, ["none"], patch_indices=np.arange(len(chosen)))["none"]
     tset = load_templates(templates)
     per_template = cache.class_embeddings(model, names, tset)
     class_w = ensemble_weights(per_template)
@@ -300,24 +288,18 @@ def run_concepts(model: ClipModel, dataset: ImageDataset, cache: EmbeddingCache,
     discovered: dict[str, Counter[str]] = {}
 
     for cname in classes:
-        idx, pil = [], []
-        for i in (int(v) for v in selected[cname] if feats.valid[position[int(v)]]):
-            try:
-                pil.append(dataset.load_image(i))
-                idx.append(i)
-            except OSError as err:  # unreadable: the cache has already listed it in ``skipped``
-                log.warning("Skipping %s: %s", dataset.describe(i), err)
+        t = time.perf_counter()
+        rows = np.array([position[int(v)] for v in selected[cname]], dtype=np.int64)
+        patches = cache.pixels_and_tokens(model, chosen, rows, batch_size=config.batch_size)
+        keep = feats.valid[rows] & patches.valid  # unreadable images are listed in ``skipped`` already
+        listed = {s["item"] for s in skipped}
+        skipped += [{**s, "index": str(int(rows[int(s["index"])]))} for s in patches.skipped
+                    if s["item"] not in listed]
+        idx = [int(v) for v in all_idx[rows[keep]]]
+        timings["patch_tokens"] += time.perf_counter() - t
         if not idx:
             continue
-        t = time.perf_counter()
-        arrays, tensors = prepare_images(model, pil)
-
-        def tokens_now(tensors: torch.Tensor = tensors) -> np.ndarray:
-            counts["patch_token_images"] += len(tensors)
-            return _patch_tokens(model, tensors, config.batch_size)
-
-        tokens = cache.array("patch-tokens", {**_model_key(model), "images": _digest(arrays)}, tokens_now)
-        timings["patch_tokens"] += time.perf_counter() - t
+        arrays, tokens = patches.pixels[keep], patches.tokens[keep]
         grid = grid_shape(tokens.shape[1], arrays.shape[1:3])
 
         t = time.perf_counter()
@@ -341,13 +323,7 @@ def run_concepts(model: ClipModel, dataset: ImageDataset, cache: EmbeddingCache,
         t = time.perf_counter()
         all_emb = None
         if stacked:
-            batch = np.concatenate(stacked)
-
-            def prompts_now(batch: np.ndarray = batch) -> np.ndarray:
-                counts["prompt_images"] += 3 * len(batch)
-                return encode_prompts(model, batch, config.batch_size)
-
-            all_emb = cache.array("concept-prompts", {**_model_key(model), "prompts": _digest(batch)}, prompts_now)
+            all_emb = cache.visual_prompts(model, np.concatenate(stacked), batch_size=config.batch_size)
         timings["prompts_encode"] += time.perf_counter() - t
         offset = 0
         for k, i in enumerate(idx):
@@ -425,10 +401,18 @@ def run_concepts(model: ClipModel, dataset: ImageDataset, cache: EmbeddingCache,
         "config": {k: (v.__dict__ if isinstance(v, CRFParams) else v) for k, v in config.__dict__.items()},
         "descriptor_pool": pool.name, "descriptor_pool_fingerprint": pool.fingerprint(),
         "n_descriptors": len(pool), "templates": tset.name, "images_per_class": images_per_class,
-        "timings_s": dict(timings), "encoder_images": dict(counts),
+        "timings_s": dict(timings), "encoder_images": _encoded_since(cache, encoded_before),
     }
     curves_table = pd.DataFrame(curve_rows, columns=["class", "method", "step", "mi"])
     return ConceptsResult(metrics, per_image, per_class, curves_table, info, figures, skipped)
+
+
+def _encoded_since(cache: EmbeddingCache, before: dict[str, int]) -> dict[str, int]:
+    """Images through the encoder in this run: patch tokens, and prompt images (3 per concept)."""
+    now = cache.stats.encoded
+    out = {"patch_token_images": now.get("patch-tokens", 0) - before.get("patch-tokens", 0),
+           "prompt_images": 3 * (now.get("visual-prompt", 0) - before.get("visual-prompt", 0))}
+    return {k: v for k, v in out.items() if v}
 
 
 def _descriptor_accuracy(model: ClipModel, cache: EmbeddingCache, tset: Any, names: list[str],

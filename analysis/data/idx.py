@@ -15,15 +15,18 @@ from PIL import Image
 from .._atomic import atomic_path
 from .._checks import ClipauditError, check_choice
 from ..resources import default_cache_dir
-from .base import ImageDataset
+from .base import TEST, UNSPECIFIED, ImageDataset
+from .files import to_rgb
 
 __all__ = [
     "ArrayImageDataset", "read_idx", "fashion_mnist", "bundled", "FASHION_MNIST_CLASSES",
-    "FASHION_MNIST_OFFICIAL_CLASSES", "find_fashion_mnist", "DEBIAN_FASHION_MNIST",
+    "FASHION_MNIST_OFFICIAL_CLASSES", "FASHION_MNIST_SPLITS", "find_fashion_mnist", "DEBIAN_FASHION_MNIST",
 ]
 
 log = logging.getLogger(__name__)
 
+#: Splits of the Fashion-MNIST release (IDX file pairs).
+FASHION_MNIST_SPLITS = ("train", "test")
 #: Official label names (https://github.com/zalandoresearch/fashion-mnist#labels).
 FASHION_MNIST_OFFICIAL_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
@@ -60,18 +63,19 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
 
 
 class ArrayImageDataset(ImageDataset):
-    """Greyscale or RGB images held in a uint8 array (N, H, W[, 3])."""
+    """Greyscale or RGB images held in a uint8 array (N, H, W[, 3]); ``split`` as :class:`ImageDataset`."""
 
     def __init__(self, name: str, images: np.ndarray, labels: np.ndarray, classnames: list[str],
-                 source: str) -> None:
+                 source: str, split: str = UNSPECIFIED) -> None:
         self.name = name
+        self.split = split
         self.images = images
         self.labels = np.asarray(labels, dtype=np.int64)
         self.classnames = list(classnames)
         self.source = source
 
     def load_image(self, index: int) -> Image.Image:
-        return Image.fromarray(self.images[index]).convert("RGB")
+        return to_rgb(Image.fromarray(self.images[index]))
 
     def describe(self, index: int) -> str:
         return f"{self.source}[{index}]"
@@ -91,7 +95,7 @@ def _locate(folder: Path, stem: str) -> Path | None:
 
 def find_fashion_mnist(root: str | os.PathLike[str] | None, split: str, *, download: bool = True) -> tuple[Path, Path]:
     """Find the IDX files: in ``root``, else Debian's folder, else the download cache (downloading)."""
-    check_choice("split", split, list(_FILES))
+    check_choice("split", split, FASHION_MNIST_SPLITS)
     img_stem, lab_stem = _FILES[split]
     searched = []
     folders = [Path(root)] if root else []
@@ -119,19 +123,20 @@ def find_fashion_mnist(root: str | os.PathLike[str] | None, split: str, *, downl
 
 def fashion_mnist(root: str | os.PathLike[str] | None = None, split: str = "test", *,
                   download: bool = True) -> ArrayImageDataset:
-    """Fashion-MNIST (10 classes, 28x28 grey) from its IDX files."""
+    """Fashion-MNIST (10 classes, 28x28 grey) from its IDX files; ``split`` is "train" (60,000) or "test" (10,000)."""
     img_path, lab_path = find_fashion_mnist(root, split, download=download)
     images, labels = read_idx(img_path), read_idx(lab_path)
     if len(images) != len(labels):
         raise ClipauditError(f"{img_path} has {len(images)} images but {lab_path} has {len(labels)} labels.")
-    return ArrayImageDataset("fashion-mnist", images, labels, list(FASHION_MNIST_CLASSES), f"fashion-mnist-{split}")
+    return ArrayImageDataset("fashion-mnist", images, labels, list(FASHION_MNIST_CLASSES), f"fashion-mnist-{split}",
+                             split=split)
 
 
 def bundled() -> ArrayImageDataset:
-    """The stratified Fashion-MNIST test subset shipped with the package (MIT licence)."""
+    """The stratified Fashion-MNIST test subset shipped with the package (MIT licence); its split is "test"."""
     with np.load(BUNDLED_FILE) as f:
         images, labels, indices = f["images"], f["labels"], f["test_indices"]
     ds = ArrayImageDataset("bundled-fashion-mnist", images, labels, list(FASHION_MNIST_CLASSES),
-                           "fashion-mnist-test")
+                           "fashion-mnist-test", split=TEST)
     ds.test_indices = indices
     return ds

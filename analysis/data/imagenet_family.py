@@ -25,8 +25,8 @@ usual names, see :data:`FOLDER_NAMES`):
     token of which is the wnid).
 
 - **ImageNetV2** (``imagenetv2``): the release tarballs' layout, class-index folders ``0`` ... ``999``
-  (the index is the sorted-wnid index). ``split`` picks the variant folder: ``matched-frequency``
-  (default), ``threshold0.7`` or ``top-images``.
+  (the index is the sorted-wnid index). ``split`` picks the variant folder: ``test`` (the default) or
+  ``matched-frequency`` (the same), ``threshold0.7`` or ``top-images``. All are test sets: split "test".
 - **ImageNet-Sketch** (``imagenet-sketch``): 1000 wnid folders (the release's ``sketch/``).
 - **ImageNet-R / -A** (``imagenet-r``, ``imagenet-a``): 200 wnid folders each, labelled **1000-way**
   (as TFDS stores them and as Ge et al. 2023 appear to evaluate); ``imagenet-r-200`` / ``imagenet-a-200``
@@ -43,9 +43,9 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 from .._checks import ClipauditError, check_choice
+from .base import TEST
 from .files import IMAGE_EXTENSIONS, FileImageDataset, _is_image
 
 __all__ = [
@@ -141,7 +141,7 @@ def _files(folder: Path) -> list[Path]:
 
 
 def _wnid_dataset(folder: Path, name: str, wnids: Sequence[str], classnames: Sequence[str],
-                  allowed: Sequence[str] | None = None) -> FileImageDataset:
+                  allowed: Sequence[str] | None = None, split: str = TEST) -> FileImageDataset:
     """Images of wnid folders labelled by position in ``wnids``; ``allowed`` limits the folders accepted."""
     index = {w: i for i, w in enumerate(wnids)}
     allowed_set = set(allowed if allowed is not None else wnids)
@@ -158,7 +158,7 @@ def _wnid_dataset(folder: Path, name: str, wnids: Sequence[str], classnames: Seq
         labels += [index[d.name]] * len(files)
     if not paths:
         raise ClipauditError(f"{name}: no images ({', '.join(IMAGE_EXTENSIONS)}) under {str(folder)!r}.")
-    return FileImageDataset(name, paths, labels, list(classnames))
+    return FileImageDataset(name, paths, labels, list(classnames), split=split, allow_duplicate_classnames=True)
 
 
 # ------------------------------------------------------------------------------------------ ImageNet val
@@ -258,18 +258,19 @@ def _flat_val_labels(folder: Path, images: list[Path]) -> tuple[list[int], str]:
 
 
 def imagenet_val(root: str | os.PathLike[str] | None, split: str = "val") -> FileImageDataset:
-    """ImageNet-1k validation images: wnid folders, or the flat folder plus devkit or simple labels."""
+    """ImageNet-1k validation images: wnid folders, or the flat folder plus devkit or simple labels (split "val")."""
     folder = locate("imagenet-val", root, FOLDER_NAMES["imagenet-val"],
                     lambda p: _has_wnid_folders(p) or bool(_flat_val_images(p)),
                     "1000 WordNet-id folders (n01440764/...) or the flat folder of ILSVRC2012_val_*.JPEG files "
                     "with the devkit labels")
     if _has_wnid_folders(folder):
-        ds = _wnid_dataset(folder, "imagenet-val", imagenet_wnids(), imagenet_classnames())
+        ds = _wnid_dataset(folder, "imagenet-val", imagenet_wnids(), imagenet_classnames(), split="val")
         ds.label_source = "wnid folders"  # type: ignore[attr-defined]
         return ds
     images = _flat_val_images(folder)
     labels, source = _flat_val_labels(folder, images)
-    ds = FileImageDataset("imagenet-val", images, labels, list(imagenet_classnames()))
+    ds = FileImageDataset("imagenet-val", images, labels, list(imagenet_classnames()), split="val",
+                          allow_duplicate_classnames=True)
     ds.label_source = source  # type: ignore[attr-defined]
     return ds
 
@@ -281,7 +282,11 @@ def _is_v2(path: Path) -> bool:
 
 
 def imagenet_v2(root: str | os.PathLike[str] | None, split: str = "matched-frequency") -> FileImageDataset:
-    """ImageNetV2: class-index folders ``0``..``999`` (sorted-wnid indices)."""
+    """ImageNetV2: class-index folders ``0``..``999`` (sorted-wnid indices).
+
+    ``split`` picks the variant (``"test"``: matched-frequency); every variant is a test set, so the
+    dataset's split is "test" and the variant is in its name (``imagenetv2-threshold0.7``).
+    """
     variant = "matched-frequency" if split in ("test", "val", None) else split
     check_choice("split (ImageNetV2 variant)", variant, list(V2_VARIANTS))
     names = tuple(c.format(variant=V2_VARIANTS[variant]) for c in FOLDER_NAMES["imagenetv2"])
@@ -295,7 +300,8 @@ def imagenet_v2(root: str | os.PathLike[str] | None, split: str = "matched-frequ
         labels += [int(d.name)] * len(files)
     if not paths:
         raise ClipauditError(f"imagenetv2: no images under {str(folder)!r}.")
-    return FileImageDataset(f"imagenetv2-{variant}", paths, labels, list(imagenet_classnames()))
+    return FileImageDataset(f"imagenetv2-{variant}", paths, labels, list(imagenet_classnames()), split=TEST,
+                            allow_duplicate_classnames=True)
 
 
 def imagenet_sketch(root: str | os.PathLike[str] | None, split: str = "test") -> FileImageDataset:
@@ -330,19 +336,22 @@ def imagenet_a(root: str | os.PathLike[str] | None, split: str = "test", classes
 # ------------------------------------------------------------------------------------------ registry
 @dataclass(frozen=True)
 class FamilyMember:
-    """One registered dataset: its loader, the wnid of each class, and a one-line description."""
+    """One registered dataset: its loader, the wnid of each class, a one-line description, its splits."""
 
     load: Callable[[str | None, str], FileImageDataset]
     wnids: Callable[[], Sequence[str]]
     help: str
+    splits: tuple[str, ...] = (TEST,)
+    default_split: str = TEST
 
 
 FAMILY: dict[str, FamilyMember] = {
     "imagenet-val": FamilyMember(imagenet_val, imagenet_wnids,
-                                 "ImageNet-1k val: wnid folders, or flat ILSVRC2012_val_*.JPEG + devkit labels"),
+                                 "ImageNet-1k val: wnid folders, or flat ILSVRC2012_val_*.JPEG + devkit labels",
+                                 splits=("val",), default_split="val"),
     "imagenetv2": FamilyMember(imagenet_v2, imagenet_wnids,
-                               "ImageNetV2 class-index folders 0..999 (--split matched-frequency|threshold0.7|"
-                               "top-images)"),
+                               "ImageNetV2 class-index folders 0..999 (--split picks the variant; test = "
+                               "matched-frequency)", splits=(TEST, *V2_VARIANTS), default_split=TEST),
     "imagenet-sketch": FamilyMember(imagenet_sketch, imagenet_wnids, "ImageNet-Sketch wnid folders (1000-way)"),
     "imagenet-r": FamilyMember(lambda root, split="test": imagenet_r(root, split, "1000"), imagenet_wnids,
                                "ImageNet-R wnid folders, labelled 1000-way (as Ge et al. 2023 appear to)"),
@@ -361,11 +370,14 @@ def class_wnids(name: str) -> list[str]:
     return list(FAMILY[name].wnids())
 
 
-def register(registry: Any) -> None:
-    """Add the family to :data:`analysis.data.DATASETS` (builders take ``root``, ``split``, ``classnames``)."""
+def register(add: Callable[[str, Callable[..., FileImageDataset], tuple[str, ...], str, str], None]) -> None:
+    """Add the family to :data:`analysis.data.DATASETS`: ``add(name, build, splits, default_split, help)``.
+
+    Builders take ``root``, ``split`` (already checked against the member's splits) and ``classnames``.
+    """
     for name, member in FAMILY.items():
-        def build(root: str | None = None, split: str = "test", classnames: object = None,
+        def build(root: str | None = None, split: str = member.default_split, classnames: object = None,
                   _load: Callable[..., FileImageDataset] = member.load) -> FileImageDataset:
             return _load(root, split)
 
-        registry.register(name, build, member.help)
+        add(name, build, member.splits, member.default_split, member.help)

@@ -11,7 +11,7 @@ Accepted files:
 from __future__ import annotations
 
 import os
-import re
+import string
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,17 +24,40 @@ from .base import hash_items
 
 __all__ = ["TemplateSet", "load_templates", "list_template_sets", "TEMPLATE_SETS", "normalise_template"]
 
-_NAMED = re.compile(r"\{c\}")
+_PLACEHOLDERS = ("", "c")
+
+
+def _escape(text: str) -> str:
+    return text.replace("{", "{{").replace("}", "}}")
 
 
 def normalise_template(template: str, source: str = "template") -> str:
-    """Turn CLIP_benchmark's ``{c}`` into ``{}``; require exactly one placeholder."""
-    t = _NAMED.sub("{}", template)
-    if t.count("{}") != 1 or re.search(r"\{[^}]", t):
+    """Turn CLIP_benchmark's ``{c}`` into ``{}``; require exactly one placeholder and a valid format string.
+
+    Literal braces are written doubled (``{{`` and ``}}``), as in :meth:`str.format`.
+
+    Raises
+    ------
+    ClipauditError
+        Not text, not a valid format string (a single ``{`` or ``}``), or not exactly one placeholder.
+    """
+    if not isinstance(template, str):
+        raise ClipauditError(f"{source}: template {template!r} must be text with one class placeholder '{{}}'.")
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError as err:
         raise ClipauditError(
-            f"{source}: template {template!r} must contain exactly one class placeholder '{{}}' or '{{c}}'."
+            f"{source}: template {template!r} is not a valid template ({err}); use '{{}}' or '{{c}}' for the "
+            f"class name and write a literal brace doubled ('{{{{' or '}}}}')."
+        ) from None
+    fields = [(name, spec, conv) for _, name, spec, conv in parts if name is not None]
+    if len(fields) != 1 or fields[0][0] not in _PLACEHOLDERS or fields[0][1] or fields[0][2]:
+        found = ", ".join(repr("{" + f[0] + "}") for f in fields) or "none"
+        raise ClipauditError(
+            f"{source}: template {template!r} must contain exactly one class placeholder '{{}}' or '{{c}}' "
+            f"(found: {found})."
         )
-    return t
+    return "".join(_escape(text) + ("{}" if name is not None else "") for text, name, _, _ in parts)
 
 
 @dataclass(frozen=True)
@@ -51,6 +74,8 @@ class TemplateSet:
     def __post_init__(self) -> None:
         if not self.templates and not self.per_class:
             raise ClipauditError(f"Prompt set {self.name!r} is empty: it has no templates.")
+        object.__setattr__(self, "templates", tuple(normalise_template(t, f"Prompt set {self.name!r}")
+                                                    for t in self.templates))
 
     def __len__(self) -> int:
         return len(self.templates) if self.templates else 1

@@ -129,27 +129,46 @@ def _prepare_system(origin: Path, root: Path) -> Path:
     """Copy ``origin``'s files into ``root/corpora/wordnet`` (about 36 MB) and write ``lexnames``.
 
     nltk 3.10 refuses symlinks leaving its data path and multiply-linked files (hard links), so a copy it is.
+    The copy is made in ``corpora/.wordnet-<pid>.tmp`` and renamed into place under a file lock (two runs
+    preparing at once do it once); the temporary folders of killed runs are removed first.
     """
+    from filelock import FileLock
+
+    from .._atomic import clean_stale_temps
+
     target = root / "corpora" / "wordnet"
-    marker = target / _MARKER
-    if marker.is_file() and not _missing_files(target) and (target / "lexnames").is_file():
-        try:
-            if json.loads(marker.read_text()) == _marker_doc(origin):
-                return target
-        except (OSError, ValueError):
-            pass
+
+    def prepared() -> bool:
+        marker = target / _MARKER
+        if marker.is_file() and not _missing_files(target) and (target / "lexnames").is_file():
+            try:
+                return json.loads(marker.read_text()) == _marker_doc(origin)
+            except (OSError, ValueError):
+                return False
+        return False
+
+    if prepared():
+        return target
     root.mkdir(parents=True, exist_ok=True, mode=0o700)  # nltk refuses group/world-writable data folders
-    tmp = target.with_name(f".wordnet-{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for src in sorted(origin.iterdir()):
-        if not src.is_file():
-            continue
-        shutil.copyfile(src, tmp / src.name)
-    (tmp / "lexnames").write_text("".join(f"{i:02d}\t{n}\t{p}\n" for i, (n, p) in enumerate(LEXNAMES)))
-    (tmp / _MARKER).write_text(json.dumps(_marker_doc(origin)))
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(tmp, target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(target.parent / ".wordnet.lock"):
+        clean_stale_temps(target.parent)  # .wordnet-<pid>.tmp/ of killed runs (up to 36 MB each)
+        if prepared():  # another run prepared it while this one waited
+            return target
+        tmp = target.with_name(f".wordnet-{os.getpid()}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            tmp.mkdir(parents=True)
+            for src in sorted(origin.iterdir()):
+                if not src.is_file():
+                    continue
+                shutil.copyfile(src, tmp / src.name)
+            (tmp / "lexnames").write_text("".join(f"{i:02d}\t{n}\t{p}\n" for i, (n, p) in enumerate(LEXNAMES)))
+            (tmp / _MARKER).write_text(json.dumps(_marker_doc(origin)))
+            shutil.rmtree(target, ignore_errors=True)
+            os.replace(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 

@@ -20,12 +20,12 @@ import torch
 
 from .._checks import ClipauditError
 from .._registry import Registry
-from .base import ClipModel, ModelInfo, state_dict_sha256
+from .base import ClipModel, ModelInfo, resolve_device, state_dict_sha256
 from .openclip import LOCAL_DIR, OpenClipModel, load_open_clip
 
 __all__ = [
     "ClipModel", "ModelInfo", "OpenClipModel", "load_model", "list_models", "MODEL_KINDS",
-    "PROJECT_MODELS", "register_project_model", "state_dict_sha256", "CONFIG_DIR", "PROJECT_CONFIG",
+    "PROJECT_MODELS", "register_project_model", "state_dict_sha256", "CONFIG_DIR", "PROJECT_CONFIG", "resolve_device",
 ]
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -81,15 +81,17 @@ def load_model(model: str, pretrained: str | None = None, *, device: str | torch
     pretrained : str, optional
         For open_clip names: a pretrained tag (e.g. ``laion2b_s34b_b79k``) or a checkpoint file.
     device : str or torch.device, default="cpu"
+        cpu, cuda, cuda:N, mps or auto (:func:`resolve_device`).
     cache_dir : str, optional
         Where open_clip keeps downloaded weights.
 
     Raises
     ------
     ClipauditError
-        Unknown model or tag, missing file, or a checkpoint that does not match the config.
+        Unknown model or tag, missing file, a checkpoint that does not match the config or cannot be loaded
+        safely, or an unknown or absent device.
     """
-    device = torch.device(device)
+    device = resolve_device(device)
     _import_project_kinds()
     if model in PROJECT_MODELS:
         return _load_project_folder(PROJECT_MODELS.get(model), device)

@@ -16,7 +16,9 @@ from typing import Any
 import torch
 from PIL import Image
 
-__all__ = ["ClipModel", "ModelInfo", "state_dict_sha256"]
+from .._checks import ClipauditError, check_device
+
+__all__ = ["ClipModel", "ModelInfo", "state_dict_sha256", "resolve_device"]
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,31 @@ def state_dict_sha256(module: torch.nn.Module) -> str:
             t = t.view(torch.int16)
         h.update(t.numpy().tobytes())
     return h.hexdigest()
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """The torch device ``device`` names (cpu, cuda, cuda:N, mps, auto), checked to exist on this machine.
+
+    Raises
+    ------
+    ClipauditError
+        Not a device name (lists the accepted ones), or a device this machine does not have.
+    """
+    if isinstance(device, torch.device):
+        return device
+    name = check_device(device)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(name.split(":")[1]) if ":" in name else 0
+        if index >= count:
+            have = f"{count} CUDA device(s) (cuda:0..cuda:{count - 1})" if count else "no CUDA device"
+            raise ClipauditError(f"--device {device!r}: this machine has {have} visible to torch "
+                                 f"{torch.__version__}. Use --device cpu or auto.")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ClipauditError(f"--device {device!r}: Apple MPS is not available here. Use --device cpu or auto.")
+    return torch.device(name)
 
 
 class ClipModel(ABC):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import torch
 
 from .._checks import ClipauditError, close_matches
-from .base import ClipModel, ModelInfo, state_dict_sha256
+from .base import ClipModel, ModelInfo, resolve_device, state_dict_sha256
 
 __all__ = ["OpenClipModel", "load_open_clip", "describe_state_dict_mismatch"]
 
@@ -103,18 +104,39 @@ def describe_state_dict_mismatch(model: torch.nn.Module, state_dict: dict[str, t
     return ". ".join(parts)
 
 
+#: What a weights file must be, said by every error about an unreadable one.
+WEIGHTS_FORMATS = ("a safetensors file or a checkpoint that torch.load(weights_only=True) can read "
+                   "(tensors only, no pickled Python objects)")
+
+
+def _read_state_dict(path: str) -> tuple[dict[str, Any] | None, str]:
+    """``(state_dict, "")`` read weights-only, or ``(None, why)`` when the file cannot be read that way."""
+    import open_clip
+
+    try:
+        return open_clip.factory.load_state_dict(path, weights_only=True), ""
+    except Exception as err:  # noqa: BLE001 - summarised in one line by the caller
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
+        if found:
+            return None, f"{type(err).__name__}: it holds the pickled Python object {found.group(1)}"
+        return None, f"{type(err).__name__}: {(str(err).splitlines() or [''])[0][:200]}"
+
+
+def _unreadable(path: str, why: str) -> ClipauditError:
+    return ClipauditError(f"Weights file {path!r} cannot be loaded safely ({why}): it must be {WEIGHTS_FORMATS}. "
+                          f"Re-save its state_dict with safetensors.torch.save_file.")
+
+
 def _load_weights_file(module: torch.nn.Module, path: str, model_desc: str) -> None:
     import open_clip
 
     try:
         open_clip.load_checkpoint(module, path, strict=True, weights_only=True)
     except Exception as err:  # noqa: BLE001 - re-raised with a clear message
-        detail = ""
-        try:
-            state = open_clip.factory.load_state_dict(path, weights_only=True)
-            detail = describe_state_dict_mismatch(module, state)
-        except Exception as inner:  # noqa: BLE001
-            detail = f"the file could not be read as a weights-only checkpoint ({type(inner).__name__}: {inner})"
+        state, why = _read_state_dict(path)
+        if state is None:
+            raise _unreadable(path, why) from None
+        detail = describe_state_dict_mismatch(module, state)
         raise ClipauditError(
             f"Checkpoint {path!r} does not match model config {model_desc!r}: "
             f"{detail or str(err).splitlines()[0]}. Pass the --model config the checkpoint was trained with."
@@ -126,7 +148,7 @@ def load_open_clip(model: str, pretrained: str | None = None, *, device: str | t
     """Build an open_clip model from a name + tag, a name + checkpoint file, or ``local-dir:PATH``."""
     import open_clip
 
-    device = torch.device(device)
+    device = resolve_device(device)
     if model.startswith(LOCAL_DIR):
         return _load_local_dir(model, device)
 
@@ -173,6 +195,18 @@ def load_open_clip(model: str, pretrained: str | None = None, *, device: str | t
     return OpenClipModel(module, preprocess, tokenizer, info, device)
 
 
+def _training_provenance(folder: Path) -> dict[str, Any]:
+    """What a folder written by ``clipaudit train`` says it was trained on (``training.json``), else nothing."""
+    import json
+
+    path = folder / "training.json"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: data[k] for k in ("trained_on_test_data", "training_dataset") if isinstance(data, dict) and k in data}
+
+
 def _load_local_dir(model: str, device: torch.device) -> OpenClipModel:
     import open_clip
 
@@ -180,25 +214,28 @@ def _load_local_dir(model: str, device: torch.device) -> OpenClipModel:
     config = folder / "open_clip_config.json"
     if not config.is_file():
         raise ClipauditError(f"{model!r}: expected a folder with open_clip_config.json, not found: {config}")
+    weights = open_clip.factory._find_checkpoint_in_dir(folder)
     try:
         module, _, preprocess = open_clip.create_model_and_transforms(f"{LOCAL_DIR}{folder}", device="cpu")
-    except RuntimeError as err:
-        if "state_dict" not in str(err):
-            raise
-        weights = open_clip.factory._find_checkpoint_in_dir(folder)
-        module, _, preprocess = open_clip.create_model_and_transforms(
-            f"{LOCAL_DIR}{folder}", device="cpu", load_weights=False
-        )
-        state = open_clip.factory.load_state_dict(weights, weights_only=True) if weights else {}
-        raise ClipauditError(
-            f"Weights {weights!r} do not match {config}: {describe_state_dict_mismatch(module, state)}."
-        ) from None
-    except ValueError as err:
-        raise ClipauditError(f"{model!r}: {err}") from None
-    weights = open_clip.factory._find_checkpoint_in_dir(folder)
+    except Exception as err:  # noqa: BLE001 - every failure becomes one line naming the file
+        first = f"{type(err).__name__}: {(str(err).splitlines() or [''])[0][:300]}"
+        if weights is not None:
+            state, why = _read_state_dict(weights)
+            if state is None:
+                raise _unreadable(weights, why) from None
+            try:
+                module, _, _ = open_clip.create_model_and_transforms(f"{LOCAL_DIR}{folder}", device="cpu",
+                                                                     load_weights=False)
+                problem = describe_state_dict_mismatch(module, state)
+            except Exception:  # noqa: BLE001 - the config itself is the problem: reported below
+                problem = ""
+            if problem:
+                raise ClipauditError(f"Weights {weights!r} do not match {config}: {problem}.") from None
+        raise ClipauditError(f"{model!r}: cannot build the model from {config} ({first}).") from None
     if weights is None:
         raise ClipauditError(f"{model!r}: no weights file (*.safetensors, *.bin, *.pth) in {folder}.")
     tokenizer = open_clip.get_tokenizer(f"{LOCAL_DIR}{folder}")
     info = ModelInfo(name=f"{LOCAL_DIR}{folder.resolve()}", pretrained=str(Path(weights).resolve()),
-                     source="open_clip-local-dir", weights_sha256=state_dict_sha256(module))
+                     source="open_clip-local-dir", weights_sha256=state_dict_sha256(module),
+                     extra=_training_provenance(folder))
     return OpenClipModel(module, preprocess, tokenizer, info, device)

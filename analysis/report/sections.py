@@ -5,6 +5,7 @@ Pipelines add their own builders to :data:`analysis.report.build.SECTIONS` in mo
 
 from __future__ import annotations
 
+import pkgutil
 from importlib import import_module
 from pathlib import Path
 from typing import Any
@@ -56,12 +57,22 @@ def zeroshot_section(record: dict[str, Any], tables: dict[str, pd.DataFrame], pa
 
 
 def retrieval_section(record: dict[str, Any], tables: dict[str, pd.DataFrame], path: Path) -> list[Block]:
+    """Recall@k per direction; a k above a direction's number of candidates is shown as omitted, not as 1."""
     m = record["metrics"]
     ks = sorted({int(k.split("@")[1]) for k in m if "@" in k})
+    candidates = {"image_to_text": m.get("n_texts"), "text_to_image": m.get("n_images")}
+
+    def cell(direction: str, k: int) -> Any:
+        value = m.get(f"{direction}_recall@{k}")
+        if value is not None:
+            return float(value)
+        n = candidates[direction]
+        return f"n/a (only {n} candidates)" if n is not None else "n/a"
+
     df = pd.DataFrame({
         "k": ks,
-        "image→text recall": [m.get(f"image_to_text_recall@{k}") for k in ks],
-        "text→image recall": [m.get(f"text_to_image_recall@{k}") for k in ks],
+        "image→text recall": [cell("image_to_text", k) for k in ks],
+        "text→image recall": [cell("text_to_image", k) for k in ks],
     })
     return [metrics_block({k: v for k, v in m.items() if "@" not in k}), table_block("recall@k", df)]
 
@@ -69,10 +80,7 @@ def retrieval_section(record: dict[str, Any], tables: dict[str, pd.DataFrame], p
 SECTIONS.register("zeroshot_classification", ("Zero-shot accuracy", 10, zeroshot_section))
 SECTIONS.register("zeroshot_retrieval", ("Retrieval", 60, retrieval_section))
 
-# Pipelines' own section builders (each registers itself on import).
-for _mod in ("confidence", "hierarchy", "concepts", "audit", "reproduce"):
-    try:
-        import_module(f"{__package__}.sections_{_mod}")
-    except ModuleNotFoundError as err:
-        if err.name != f"{__package__}.sections_{_mod}":
-            raise
+# Pipelines' own section builders: every ``sections_*`` module of this package registers itself on import.
+for _info in pkgutil.iter_modules([str(Path(__file__).parent)]):
+    if _info.name.startswith("sections_"):
+        import_module(f"{__package__}.{_info.name}")

@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from .build import SECTIONS, Block, figure_block, metrics_block, table_block, text_block
+from .build import SECTIONS, Block, figure_block, metrics_block, run_file, table_block, text_block
 from .figures import lines_figure, png_uri
 
 __all__ = ["concepts_section"]
@@ -32,7 +32,7 @@ def concepts_section(record: dict[str, Any], tables: dict[str, pd.DataFrame], pa
         f"({record.get('n_descriptors')} descriptors); MI variant {cfg.get('mi_variant')}; "
         f"foreground {cfg.get('foreground')}, CRF {'on' if cfg.get('use_crf') else 'off'}."))
     for cname, rel in (record.get("figures") or {}).items():
-        png = path.parent / rel
+        png = run_file(record, path, rel)
         if png.is_file():
             blocks.append({"kind": "images", "caption": cname,
                            "images": [{"uri": png_uri(png.read_bytes()),

@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from .build import SECTIONS, Block, metrics_block, table_block, text_block
+from .build import SECTIONS, Block, metrics_block, run_file, table_block, text_block
 from .figures import png_uri
 
 __all__ = ["hierarchy_section", "before_after_table"]
@@ -31,14 +31,14 @@ def before_after_table(metrics: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _thumbnails(examples: pd.DataFrame, folder: Path, kind: str) -> Block | None:
+def _thumbnails(examples: pd.DataFrame, record: dict[str, Any], path: Path, kind: str) -> Block | None:
     images = []
     for r in examples[examples["kind"] == kind].to_dict("records"):
         rel = r.get("thumbnail")
-        path = folder / rel if isinstance(rel, str) and rel else None
-        if path is None or not path.is_file():
+        png = run_file(record, path, rel) if isinstance(rel, str) and rel else None
+        if png is None or not png.is_file():
             continue
-        images.append({"uri": png_uri(path.read_bytes()),
+        images.append({"uri": png_uri(png.read_bytes()),
                        "caption": f"{r['item']}: true {r['label']}; {r['before']} → {r['after']}"})
     return {"kind": "images", "caption": kind, "images": images} if images else None
 
@@ -60,13 +60,14 @@ def hierarchy_section(record: dict[str, Any], tables: dict[str, pd.DataFrame], p
     if examples is not None and len(examples):
         for kind, title in (("fixed", "fixed: wrong before, right after"),
                             ("broken", "broken: right before, wrong after")):
-            block = _thumbnails(examples, path.parent, kind)
+            block = _thumbnails(examples, record, path, kind)
             if block is not None:
                 blocks.append(text_block(title))
                 blocks.append(block)
         blocks.append(table_block("fixed and broken examples", examples.drop(columns=["thumbnail"])))
     elif m.get("n_fixed", 0) or m.get("n_broken", 0):
-        blocks.append(text_block("No example thumbnails in these results (run via `clipaudit audit` to save them)."))
+        blocks.append(text_block("No example thumbnails in these results (the images could not be read when "
+                                 "the run was made)."))
     per_class = tables.get("per_class")
     if per_class is not None and len(per_class):
         blocks.append(table_block("per class", per_class))

@@ -1,4 +1,4 @@
-"""Report section for ``clipaudit reproduce``: our numbers next to the paper's, subset runs flagged."""
+"""Report section for ``clipaudit reproduce``: our numbers next to the paper's, subset runs flagged, provenance."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ SHOWN = ["model", "paper_model", "dataset", "row", "column", "ours", "published"
 
 
 def reproduce_section(record: dict[str, Any], tables: dict[str, pd.DataFrame], path: Path) -> list[Block]:
-    """Title, the subset/full statement, missing datasets, the side-by-side table and the sources."""
+    """Title, the subset/full statement, missing datasets, the side-by-side table, the sources and the provenance
+    (models with weights hash, data with subset, prompt set, settings key) as the run JSON states it."""
     blocks: list[Block] = [text_block(f"{record.get('title', record.get('table'))} — {record.get('paper', '')}")]
     note = record.get("subset_note", "")
     blocks.append(text_block(("WARNING: " + note) if record.get("subset") else note))
@@ -31,6 +32,8 @@ def reproduce_section(record: dict[str, Any], tables: dict[str, pd.DataFrame], p
         notes = sorted({n for col in ("notes", "published_notes") if col in df for n in df[col].dropna() if n})
         if notes:
             blocks.append(text_block("Notes: " + " · ".join(notes)))
+    if record.get("provenance"):
+        blocks.append(text_block("Provenance: " + " · ".join(record["provenance"])))
     return blocks
 
 

@@ -1,19 +1,27 @@
 """What every reproduction table shares: the run context, our-vs-published merge, Markdown and result files.
 
 A table function takes a :class:`ReproContext` (models loaded once, one :class:`EmbeddingCache`, the data
-root, ``limit``) and returns a long DataFrame with one row per number (:data:`OURS_COLUMNS`);
-:func:`compare` puts the published number next to each, and :func:`write_result` writes CSV + Markdown
-+ the run JSON the report reads.
+``root``, the ``limit`` subset, the tables' options) and returns a long DataFrame with one row per number
+(:data:`OURS_COLUMNS`). Its numbers come from the task modules on one
+:class:`~analysis.tasks._context.TaskContext` per model x dataset x prompt set (:meth:`ReproContext.task_context`):
+the image features, the classifier state (name-only and ensemble logits) and what is derived from them are
+computed once and shared by every row and table that uses them. :func:`compare` puts the published number
+next to each of ours, and :func:`write_result` writes CSV + Markdown + the run JSON the report reads, named by
+the run's :class:`~analysis.provenance.RunIdentity` (table, models, datasets and subset, prompt set, options).
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib
+import json
 import math
+import pkgutil
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -21,14 +29,20 @@ import pandas as pd
 from .._atomic import atomic_write_text
 from .._checks import ClipauditError, check_positive_int
 from .._registry import Registry
-from ..cache import EmbeddingCache
-from ..data import DATASETS, ImageDataset, TemplateSet, create_dataset
-from ..models import ClipModel
+from ..provenance import RunIdentity, data_identity, describe_data, prompt_identity, slug, versions
+from .options import DemoOptions, GeOptions, MutualKnowledgeOptions
 from .published import KEY, load_published
+
+if TYPE_CHECKING:
+    from ..cache import EmbeddingCache
+    from ..data import ImageDataset, TemplateSet
+    from ..models import ClipModel
+    from ..tasks._context import TaskContext
 
 __all__ = [
     "ModelEntry", "ReproContext", "TableSpec", "TABLES", "OURS_COLUMNS", "paper_model_name", "compare",
-    "subset_note", "to_markdown", "write_result", "TableResult", "run_table",
+    "subset_note", "to_markdown", "write_result", "TableResult", "run_table", "get_table", "load_tables",
+    "zeroshot_metrics", "table_identity",
 ]
 
 #: Columns a table function returns.
@@ -64,40 +78,56 @@ class ModelEntry:
     def name(self) -> str:
         return str(self.model.info.name)
 
+    @property
+    def key(self) -> tuple[str, str | None, str]:
+        """What identifies the weights: name, pretrained tag, SHA-256."""
+        info = self.model.info
+        return str(info.name), info.pretrained, str(info.weights_sha256)
+
 
 @dataclass
 class ReproContext:
-    """Everything a table function needs; datasets and intermediate results are memoised in ``memo``.
+    """Everything a table function needs; datasets, task contexts and derived results are memoised in ``memo``.
 
     Parameters
     ----------
     models : list of ModelEntry
     cache : EmbeddingCache
-        One cache for every table and pipeline of the run.
-    data_root : str, optional
-        Folder holding the datasets (each loader also tries the usual sub-folder names).
-    limit : int, optional
-        Stratified subset of about ``limit`` images per dataset (quick check; flagged in every output).
+        One cache for every table and task of the run (the only encoder).
+    root : str, optional
+        Folder holding the datasets (each loader also tries the usual sub-folder names), as ``--root``.
+    limit, seed : int, optional
+        Stratified subset of about ``limit`` images per dataset (``create_dataset(..., limit=, seed=)``, as
+        every command's ``--limit``); flagged in every output.
     templates : str or TemplateSet, default="openai_imagenet"
         The paper's 80 templates; a smaller set only for tests.
     datasets : list of str, optional
         Restrict multi-dataset tables to these dataset names.
-    options : dict
-        Table-specific options (``hierarchy``: HierarchyOptions kwargs, ``descriptors``,
-        ``concept_classes``, ``images_per_class``, ``demo_dataset``...).
+    ge, concepts, demo : options
+        The Hierarchy-CLIP tables' method options, the concepts task's options in the mutual-knowledge
+        tables, and the demo table's data.
+    views : tuple of str
+        Image perturbations encoded with the original view in every task context (the union over the tables
+        of the run, so one decode pass serves them all; :func:`run_table` adds its table's).
+    memo : dict
+        Shared by the contexts of one command (several tables reuse datasets, task contexts and results).
     """
 
     models: list[ModelEntry]
     cache: EmbeddingCache
-    data_root: str | None = None
+    root: str | None = None
     limit: int | None = None
     seed: int = 0
     templates: str | TemplateSet = "openai_imagenet"
     datasets: Sequence[str] | None = None
-    options: dict[str, Any] = field(default_factory=dict)
+    ge: GeOptions = field(default_factory=GeOptions)
+    concepts: MutualKnowledgeOptions = field(default_factory=MutualKnowledgeOptions)
+    demo: DemoOptions = field(default_factory=DemoOptions)
+    views: tuple[str, ...] = ()
     memo: dict[Any, Any] = field(default_factory=dict)
-    sizes: dict[str, tuple[int, int]] = field(default_factory=dict)  # dataset -> (used, full)
-    missing: dict[str, str] = field(default_factory=dict)  # dataset -> message
+    sizes: dict[str, tuple[int, int]] = field(default_factory=dict)  # dataset -> (used, full), this table
+    missing: dict[str, str] = field(default_factory=dict)  # dataset -> message, this table
+    loaded: dict[str, ImageDataset] = field(default_factory=dict)  # dataset -> data set used, this table
 
     def __post_init__(self) -> None:
         if self.limit is not None:
@@ -108,23 +138,26 @@ class ReproContext:
     def wants(self, name: str) -> bool:
         return self.datasets is None or name in self.datasets
 
+    def _dataset_key(self, name: str, root: str | None) -> tuple[Any, ...]:
+        return ("dataset", name, root if root is not None else self.root, self.limit, self.seed)
+
     def dataset(self, name: str, *, root: str | None = None) -> ImageDataset:
-        """Load (once) dataset ``name`` from the data root, limited to ``limit`` images when set."""
-        key = ("dataset", name, self.limit, self.seed)
+        """Load (once) dataset ``name`` from the data root, the ``limit`` subset of it when set."""
+        from ..data import create_dataset
+
+        key = self._dataset_key(name, root)
         if key not in self.memo:
-            where = root if root is not None else self.data_root
-            full = create_dataset(name, root=where)
-            ds = full
-            if self.limit is not None and self.limit < len(full):
-                ds = create_dataset(name, root=where, limit=self.limit, seed=self.seed)
-            self.memo[key] = (ds, len(ds), len(full))
-        ds, used, full_n = self.memo[key]
-        self.sizes[name] = (used, full_n)
+            self.memo[key] = create_dataset(name, root=key[2], limit=self.limit, seed=self.seed)
+        ds = self.memo[key]
+        self.sizes[name] = (len(ds), len(ds.root))
+        self.loaded[name] = ds
         return ds
 
     def try_dataset(self, name: str) -> ImageDataset | None:
         """Like :meth:`dataset`, but a missing dataset is recorded in ``missing`` (and None returned)."""
-        key = ("missing", name)
+        from ..data import DATASETS
+
+        key = ("missing", name, self.root)
         if key not in self.memo:
             try:
                 return self.dataset(name)
@@ -134,6 +167,28 @@ class ReproContext:
                 self.memo[key] = str(err)
         self.missing[name] = self.memo[key]
         return None
+
+    def task_context(self, entry: ModelEntry, dataset: str, templates: str | TemplateSet | None = None, *,
+                     root: str | None = None) -> TaskContext:
+        """The one :class:`~analysis.tasks._context.TaskContext` of ``entry`` x ``dataset`` x prompt set.
+
+        ``templates`` defaults to the run's prompt set. Its classifier state (``.state``) is built on first
+        use and shared by every row and table asking for the same model, data and prompt set.
+        """
+        from ..data import load_templates
+        from ..tasks._context import TaskContext
+
+        tset = load_templates(self.templates if templates is None else templates)
+        ds = self.dataset(dataset, root=root)
+        key = ("task_context", entry.key, self._dataset_key(dataset, root), tset.name, tset.fingerprint(),
+               tuple(sorted(set(self.views))))
+        if key not in self.memo:
+            self.memo[key] = TaskContext(entry.model, ds, self.cache, templates=tset, views=self.views)
+        return self.memo[key]
+
+    def derived(self, tc: TaskContext, what: Any, compute: Callable[[], Any]) -> Any:
+        """Memoise ``compute()`` for task context ``tc`` (contexts live as long as ``memo``: ids stay unique)."""
+        return self.memoise(("derived", id(tc), what), compute)
 
     @property
     def subset(self) -> bool:
@@ -146,12 +201,35 @@ class ReproContext:
         return self.memo[key]
 
 
+def zeroshot_metrics(ctx: ReproContext, tc: TaskContext) -> dict[str, Any]:
+    """Zero-shot metrics (:func:`analysis.zeroshot.zeroshot_table`) of the ensemble classifier of ``tc``'s state.
+
+    Returns ``acc1``, ``acc5`` (5+ classes), ``mean_per_class_recall``, ``n_images`` and ``templates`` (the
+    prompt set's name); computed once per task context.
+    """
+
+    def compute() -> dict[str, Any]:
+        from ..zeroshot import zeroshot_table
+
+        s = tc.state
+        s.check_labelled("Zero-shot classification")
+        _, metrics, _ = zeroshot_table(s.features, s.labels, s.weights, scale=s.scale, bias=s.bias)
+        return {**metrics, "n_images": int(len(s.index)), "templates": s.templates}
+
+    return ctx.derived(tc, "zeroshot", compute)
+
+
 TableFunction = Callable[[ReproContext], pd.DataFrame]
 
 
 @dataclass(frozen=True)
 class TableSpec:
-    """A reproducible table: its function, title, citation and the models it is about by default."""
+    """A reproducible table: its function, title, citation and the models it is about by default.
+
+    ``views`` are the image perturbations its numbers need besides the original image (encoded in the same
+    decode pass); ``options`` names the :class:`ReproContext` option groups its numbers depend on (``"ge"``,
+    ``"concepts"``, ``"demo"``), which go into its run identity.
+    """
 
     name: str
     title: str
@@ -160,9 +238,30 @@ class TableSpec:
     default_models: tuple[tuple[str, str | None], ...]
     datasets: tuple[str, ...]
     notes: str = ""
+    views: tuple[str, ...] = ()
+    options: tuple[str, ...] = ()
 
 
 TABLES: Registry[TableSpec] = Registry("reproduction table")
+_NOT_TABLES = {"core", "options", "published"}
+_loaded = False
+
+
+def load_tables() -> Registry[TableSpec]:
+    """The registry with every table module of this package imported (each registers its tables)."""
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        package = __name__.rsplit(".", 1)[0]
+        for info in pkgutil.iter_modules(importlib.import_module(package).__path__):
+            if not info.name.startswith("_") and info.name not in _NOT_TABLES:
+                importlib.import_module(f"{package}.{info.name}")
+    return TABLES
+
+
+def get_table(name: str) -> TableSpec:
+    """The registered table ``name`` (an unknown name raises with the known ones and a close match)."""
+    return load_tables().get(name)
 
 
 def row(table: str, entry: ModelEntry, dataset: str, row_: str, column: str, ours: float, unit: str,
@@ -221,7 +320,7 @@ def _fmt(v: Any) -> str:
 
 @dataclass
 class TableResult:
-    """A finished table: the comparison and what it ran on."""
+    """A finished table: the comparison, what it ran on and its run identity."""
 
     spec: TableSpec
     comparison: pd.DataFrame
@@ -229,10 +328,11 @@ class TableResult:
     subset_note: str
     missing: dict[str, str]
     limit: int | None
+    identity: RunIdentity | None = None
 
 
 def to_markdown(result: TableResult) -> str:
-    """Markdown: title, subset/full statement, missing datasets, the side-by-side table, sources."""
+    """Markdown: title, subset/full statement, missing datasets, the side-by-side table, sources, provenance."""
     spec, df = result.spec, result.comparison
     lines = [f"# {spec.title}", "", f"Paper: {spec.paper}", "", f"**{result.subset_note}**"
              if result.subset else result.subset_note, ""]
@@ -254,28 +354,110 @@ def to_markdown(result: TableResult) -> str:
         lines += ["", "Published numbers:"] + [f"- {s}" for s in sources]
     if spec.notes:
         lines += ["", spec.notes]
+    if result.identity is not None:
+        lines += ["", "Provenance:"] + [f"- {line}" for line in provenance_lines(result.identity)]
     return "\n".join(lines) + "\n"
 
 
+def provenance_lines(identity: RunIdentity | dict[str, Any]) -> list[str]:
+    """Plain lines naming the models (weights hash), data (subset), prompt set and settings key of a table run."""
+    ident = identity.as_dict() if isinstance(identity, RunIdentity) else identity
+    model = ident["model"]
+    lines = []
+    for m in model.get("models", [model]):
+        lines.append(f"model {m.get('name')} ({m.get('pretrained') or 'no weights'}), weights SHA-256 "
+                     f"{str(m.get('weights_sha256') or '')[:16]}")
+    for d in (ident["data"].get("datasets") or {}).values():
+        lines.append(f"data {describe_data(d)}, fingerprint {str(d.get('fingerprint'))[:16]}")
+    if ident.get("prompts"):
+        p = ident["prompts"]
+        lines.append(f"prompt set {p['name']} ({p['n_templates']} templates, SHA-256 {str(p['sha256'])[:16]})")
+    lines.append(f"settings key {ident.get('key', '?')}, embeddings stored as {ident.get('embedding_dtype')}")
+    return lines
+
+
+def _models_identity(models: Sequence[ModelEntry]) -> dict[str, Any]:
+    infos = [{**e.model.info.as_dict(), "paper_model": e.paper_name} for e in models]
+    if len(infos) == 1:
+        return infos[0]
+    return {"name": "+".join(str(i["name"]) for i in infos),
+            "pretrained": "+".join(str(i["pretrained"] or "none") for i in infos), "models": infos}
+
+
+def _tables_data_identity(datasets: dict[str, ImageDataset], limit: int | None, seed: int) -> dict[str, Any]:
+    """One data identity for every dataset a table used (``datasets``: name -> data set, with subset info)."""
+    ids = {name: data_identity(ds) for name, ds in datasets.items()}
+    if len(ids) == 1:
+        (only,) = ids.values()
+        return {**only, "datasets": ids}
+    subsets = [d["subset"] for d in ids.values() if d["subset"]]
+    subset = None
+    if subsets:
+        subset = {"kind": "stratified per dataset", "limit": limit, "seed": seed,
+                  "n": sum(d["n_images"] for d in ids.values()),
+                  "of": sum(d["subset"]["of"] if d["subset"] else d["n_images"] for d in ids.values())}
+    prints = json.dumps(sorted((n, d["fingerprint"]) for n, d in ids.items()))
+    return {"name": "+".join(ids) or "none", "split": "+".join(dict.fromkeys(d["split"] for d in ids.values())),
+            "fingerprint": hashlib.sha256(prints.encode()).hexdigest(),
+            "n_images": sum(d["n_images"] for d in ids.values()),
+            "n_classes": max((d["n_classes"] for d in ids.values()), default=0), "subset": subset, "datasets": ids}
+
+
+def table_identity(spec: TableSpec, ctx: ReproContext) -> RunIdentity:
+    """The run identity of table ``spec`` as just run on ``ctx``: its models, the datasets it used (with their
+    subsets), the prompt set, the option groups it reads, the embedding dtype and the library versions."""
+    from ..data import load_templates
+    from ..tasks._options import to_dict
+
+    options: dict[str, Any] = {"table": spec.name}
+    for group in spec.options:
+        options[group] = to_dict(getattr(ctx, group))
+    return RunIdentity(task=f"reproduce:{spec.name}", model=_models_identity(ctx.models),
+                       data=_tables_data_identity(dict(ctx.loaded), ctx.limit, ctx.seed),
+                       prompts=prompt_identity(load_templates(ctx.templates)), options=options,
+                       embedding_dtype=str(getattr(ctx.cache, "dtype", "float16")), versions=versions())
+
+
 def run_table(name: str, ctx: ReproContext) -> TableResult:
-    """Run table ``name`` and merge the published numbers."""
-    spec = TABLES.get(name)
+    """Run table ``name`` and merge the published numbers.
+
+    The table's image views join ``ctx.views``; the datasets used, sizes and missing datasets are this
+    table's (reset first), and so is the returned :attr:`TableResult.identity`.
+    """
+    spec = get_table(name)
+    ctx.views = tuple(dict.fromkeys([*ctx.views, *spec.views]))
+    ctx.sizes.clear()
+    ctx.missing.clear()
+    ctx.loaded.clear()
     ours = spec.function(ctx)
     comparison = compare(ours, spec.name)
-    return TableResult(spec, comparison, ctx.subset, subset_note(ctx), dict(ctx.missing), ctx.limit)
+    return TableResult(spec, comparison, ctx.subset, subset_note(ctx), dict(ctx.missing), ctx.limit,
+                       table_identity(spec, ctx))
+
+
+def result_stem(result: TableResult) -> str:
+    """File stem: ``<table>__<datasets>[-subset<N>]__<models>__<weights>__<settings key>`` (no identity: the
+    table and its models, as before identities existed)."""
+    from ..results import run_stem
+
+    if result.identity is None:
+        models = sorted({m for m in result.comparison["model"] if m != "(not run)"})
+        return run_stem("reproduce", result.spec.name, ",".join(models) or "none", None)
+    return f"{slug(result.spec.name)}__{result.identity.stem()}"
 
 
 def write_result(result: TableResult, results_dir: str | Path) -> tuple[Path, Path]:
-    """Write ``results_dir/reproduce/<table>__<models>__none.{json,md}`` and the comparison as CSV + Parquet.
+    """Write ``results_dir/reproduce/<stem>.{json,md}`` and the comparison as CSV + Parquet.
 
-    Returns the run JSON and Markdown paths.
+    The stem (:func:`result_stem`) follows the run identity, so runs with other models, datasets, subsets,
+    prompt sets or options never overwrite each other. Returns the run JSON and Markdown paths.
     """
-    from ..results import run_stem, write_run
+    from ..results import write_run
 
     df = result.comparison
     models = sorted({m for m in df["model"] if m != "(not run)"})
     model = ",".join(models) or "none"
-    stem = run_stem("reproduce", result.spec.name, model, None)
+    stem = result_stem(result)
     metrics = {
         "n_numbers": int(df["ours"].notna().sum()),
         "n_published": int(df["published"].notna().sum()),
@@ -283,12 +465,16 @@ def write_result(result: TableResult, results_dir: str | Path) -> tuple[Path, Pa
         "mean_abs_diff": float(df["diff"].abs().mean()) if df["diff"].notna().any() else float("nan"),
         "subset": result.subset,
     }
-    path = write_run(
-        results_dir, task="reproduce", dataset=result.spec.name, model=model, pretrained=None,
-        metrics=metrics, tables={"comparison": df},
-        extra={"table": result.spec.name, "title": result.spec.title, "paper": result.spec.paper,
-               "subset": result.subset, "subset_note": result.subset_note, "limit": result.limit,
-               "missing_datasets": result.missing, "markdown": f"{stem}.md"},
-    )
+    extra: dict[str, Any] = {
+        "table": result.spec.name, "title": result.spec.title, "paper": result.spec.paper,
+        "subset": result.subset, "subset_note": result.subset_note, "limit": result.limit,
+        "missing_datasets": result.missing, "markdown": f"{stem}.md"}
+    if result.identity is not None:
+        ident = result.identity
+        extra.update({"identity": ident.as_dict(), "versions": ident.versions, "data": describe_data(ident.data),
+                      "templates": (ident.prompts or {}).get("name"), "options": ident.options,
+                      "provenance": provenance_lines(ident)})
+    path = write_run(results_dir, task="reproduce", dataset=result.spec.name, model=model, pretrained=None,
+                     metrics=metrics, tables={"comparison": df}, extra=extra, stem=stem)
     md = atomic_write_text(path.parent / f"{stem}.md", to_markdown(result))
     return path, md

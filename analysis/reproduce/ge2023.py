@@ -1,19 +1,22 @@
 """Ge, Ren et al. (CVPR 2023), Hierarchy-CLIP: Tab. 1, Fig. 3 (AUROC), Tab. 3, Tab. 4, Tab. 5, Tab. 7.
 
-Everything is computed by the pipelines: :func:`analysis.confidence.run_confidence` (S_T, S_B, the
+Everything is computed by the task modules on one :class:`~analysis.tasks._context.TaskContext` per
+(model, dataset) with the run's prompt set (its :class:`~analysis.classifier.ClassifierState`: image
+features, name-only and ensemble logits): :func:`analysis.tasks.confidence.consistency_table` (S_T, S_B, the
 low-confidence set O = O_T ∪ O_B, baselines), :func:`analysis.confidence.confidence_summary` (AUROC),
 :func:`analysis.confidence.continuous_low_confidence` (Tab. 5's fixed-size sets) and
-:func:`analysis.hierarchy.run_hierarchy` (reranking), on embeddings from the one
-:class:`~analysis.cache.EmbeddingCache`; each (model, dataset) is embedded once for all six tables.
+:func:`analysis.hierarchy.rerank` (reranking); each (model, dataset) is embedded once, in one decode pass
+(original + flip), for all six tables.
 
 Choices (the paper leaves them open; see shared/reference/hierarchy_clip.md §6):
 
 - base classifier = name-only ``"{}"``; O = O_T ∪ O_B with T1/T2 = first/second 40 templates, horizontal
-  flip; images unreadable raw or flipped are left out;
-- hierarchy = :class:`analysis.hierarchy.HierarchyOptions` defaults (top-5 of the name-only logits, all
-  children, first-lemma parent, norm-variance pruning keeping 40% of the words, ranked over the 80
-  templates); Tab. 4/5/7 use the prompt-ensembled variant (80 templates applied to each whole string;
-  images outside the set keep the ensemble's top-1); candidates always from the name-only logits;
+  flip (the confidence task's defaults); images unreadable raw or flipped are left out;
+- hierarchy = the hierarchy task's defaults (top-5 of the name-only logits, all children, first-lemma
+  parent, norm-variance pruning keeping 40% of the words, ranked over the 80 templates); classes map to
+  WordNet by their ImageNet wnids; Tab. 4/5/7 use the prompt-ensembled variant (80 templates applied to
+  each whole string; images outside the set keep the ensemble's top-1); candidates always from the
+  name-only logits;
 - Fig. 3 "ours" = S_T over the 80 single-template classifiers, correctness of the name-only prediction;
   "max logit ensemble" is judged against the ensemble's prediction;
 - Tab. 5 sets = the k lowest S_T (stable ties), k = the paper's size scaled to the images used; "acc on
@@ -25,20 +28,22 @@ Choices (the paper leaves them open; see shared/reference/hierarchy_clip.md §6)
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from .._checks import ClipauditError
-from ..confidence import ConfidenceResult, confidence_summary, continuous_low_confidence, run_confidence
-from ..data import load_templates
-from ..ensemble import ensemble_weights, logits
-from ..hierarchy import HierarchyOptions, HierarchyResult, run_hierarchy
+from ..confidence import confidence_summary, continuous_low_confidence
 from .core import TABLES, ModelEntry, ReproContext, TableSpec, row
+from .options import TAB7_KEEP
+
+if TYPE_CHECKING:
+    from ..hierarchy import HierarchyResult
+    from ..tasks._context import TaskContext
 
 __all__ = [
-    "GE_DATASETS", "TAB5_SIZES", "TAB7_KEEP", "ge_base", "hierarchy_eval", "ge2023_tab1", "ge2023_fig3",
+    "GE_DATASETS", "TAB5_SIZES", "TAB7_KEEP", "GeBase", "ge_base", "hierarchy_eval", "ge2023_tab1", "ge2023_fig3",
     "ge2023_tab3", "ge2023_tab4", "ge2023_tab5", "ge2023_tab7",
 ]
 
@@ -47,82 +52,89 @@ GE_DATASETS = ("imagenet-val", "imagenetv2", "imagenet-r", "imagenet-r-200", "im
                "imagenet-sketch")
 TAB5_SIZES = (10000, 11000, 12000, 13000, 14000, 15000)  # of 50,000 ImageNet val images
 TAB5_N = 50000
-TAB7_KEEP = ((1.0, "100%"), (0.4, "40%"), (0.3, "30%"), (0.2, "20%"), (0.1, "10%"))
 NOTE_200 = "200-class subset (timm's imagenet_*_indices): not reported by the paper"
+#: the confidence task's perturbations (its defaults: the paper's horizontal flip)
+VIEWS = ("hflip",)
 
 
 @dataclass
 class GeBase:
-    """Embeddings and classifiers of one (model, dataset), shared by every Ge table."""
+    """What every Ge table reads for one (model, dataset): the task context, self-consistency and WordNet nodes.
 
-    confidence: ConfidenceResult
-    features: np.ndarray
-    labels: np.ndarray
-    name_only: np.ndarray  # (n, C) logits
-    ensemble: np.ndarray  # (n, C) logits
+    Attributes
+    ----------
+    task : TaskContext
+        Its ``state`` holds the image features, labels, name-only and ensemble logits (rows = ``table`` rows).
+    table : DataFrame
+        The self-consistency table (:func:`analysis.tasks.confidence.consistency_table`, the task's defaults).
+    in_o : ndarray of bool
+        Row is in the low-confidence set O = O_T ∪ O_B.
+    nodes : list of ClassNode
+        The classes mapped to WordNet.
+    """
+
+    task: TaskContext
+    table: pd.DataFrame
     in_o: np.ndarray
     nodes: list[Any]
 
-
-def _model_key(entry: ModelEntry) -> tuple[str, str | None, str]:
-    return entry.name, entry.model.info.pretrained, entry.model.info.weights_sha256
+    @property
+    def state(self) -> Any:
+        return self.task.state
 
 
 def _class_nodes(ctx: ReproContext, dataset: str, classnames: list[str]) -> list[Any]:
+    """WordNet nodes of the classes: by their wnids for the ImageNet family (exact, also for the 200-class
+    subsets), else :func:`analysis.hierarchy.map_dataset_classes` (ImageNet-1k ids or lemma lookup)."""
     from ..data import imagenet_family
     from ..data import wordnet as w
+    from ..hierarchy import map_dataset_classes
 
     def compute() -> list[Any]:
         wn = ctx.memoise("wordnet", w.load_wordnet)
-        wnids = imagenet_family.class_wnids(dataset) if dataset in imagenet_family.FAMILY else None
-        mapping = w.map_classes(wn, classnames, wnids=wnids)
+        if dataset not in imagenet_family.FAMILY:
+            return map_dataset_classes(wn, classnames, dataset)[1]
+        mapping = w.map_classes(wn, classnames, wnids=imagenet_family.class_wnids(dataset))
         return w.class_nodes(classnames, mapping.synsets)
 
     return ctx.memoise(("class_nodes", dataset, tuple(classnames)), compute)
 
 
 def ge_base(ctx: ReproContext, entry: ModelEntry, dataset: str) -> GeBase:
-    """Confidence table, embeddings, name-only and ensemble logits and WordNet nodes (memoised)."""
+    """The task context of (``entry``, ``dataset``), its self-consistency table and WordNet nodes (memoised)."""
+    from ..tasks.confidence import ConfidenceOptions, consistency_table
+
+    tc = ctx.task_context(entry, dataset)
 
     def compute() -> GeBase:
-        model, ds, cache = entry.model, ctx.dataset(dataset), ctx.cache
-        tset = load_templates(ctx.templates)
-        conf = run_confidence(model, ds, cache, templates=tset)
-        index = conf.table["index"].to_numpy()
-        feats = cache.image_features(model, ds).features[index]
-        scale = float(model.logit_scale)
-        name_only = logits(feats, ensemble_weights(cache.class_embeddings(model, ds.classnames, "name_only")), scale)
-        ensemble = logits(feats, ensemble_weights(cache.class_embeddings(model, ds.classnames, tset)), scale)
-        return GeBase(conf, feats, np.asarray(ds.labels)[index], name_only, ensemble,
-                      conf.table["in_O"].to_numpy(bool), _class_nodes(ctx, dataset, list(ds.classnames)))
+        table, _ = consistency_table(tc, ConfidenceOptions(perturbations=list(VIEWS)))
+        return GeBase(tc, table, table["in_O"].to_numpy(bool), _class_nodes(ctx, dataset, list(tc.state.classnames)))
 
-    return ctx.memoise(("ge_base", _model_key(entry), dataset), compute)
+    return ctx.derived(tc, "ge_base", compute)
 
 
 def hierarchy_eval(ctx: ReproContext, entry: ModelEntry, dataset: str, *, variant: str = "name-only",
-                   keep_fraction: float | None | str = "default", mask: np.ndarray | None = None,
+                   keep_fraction: float | None = None, mask: np.ndarray | None = None,
                    mask_key: Any = "O") -> HierarchyResult:
-    """:func:`run_hierarchy` on one (model, dataset): ``variant`` "name-only" (Tab. 1) or "ensemble" (Tab. 4).
+    """:func:`analysis.hierarchy.rerank` on one (model, dataset): ``variant`` "name-only" (Tab. 1) or "ensemble"
+    (Tab. 4), candidates from the name-only logits.
 
-    ``mask`` defaults to O = O_T ∪ O_B; ``keep_fraction`` overrides the pruning of the options.
+    ``mask`` defaults to O = O_T ∪ O_B; ``keep_fraction`` overrides the pruning of ``ctx.ge`` (Tab. 7).
     """
+    from ..hierarchy import rerank
+
     base = ge_base(ctx, entry, dataset)
-    opts = dict(ctx.options.get("hierarchy", {}))
-    if keep_fraction != "default":
-        opts["keep_fraction"] = None if keep_fraction is None or float(keep_fraction) >= 1 else keep_fraction
-    options = HierarchyOptions(**opts)
+    options = ctx.ge.hierarchy_options(keep_fraction)
+    tc = base.task
 
     def compute() -> HierarchyResult:
-        tset = load_templates(ctx.templates)
         model, cache = entry.model, ctx.cache
-        templates = ["{}"] if variant == "name-only" else list(tset.templates)
-        return run_hierarchy(
-            base.features, base.labels, base.name_only if variant == "name-only" else base.ensemble, base.nodes,
-            lambda texts: cache.text_features(model, texts), mask=base.in_o if mask is None else mask,
-            options=options, templates=templates, candidate_logits=base.name_only,
-            encode_raw=lambda texts: cache.text_features_raw(model, texts), prune_templates=list(tset.templates))
+        return rerank(base.state, base.nodes, lambda texts: cache.text_features(model, texts),
+                      lambda texts: cache.text_features_raw(model, texts),
+                      mask=base.in_o if mask is None else mask, options=options, variant=variant,
+                      candidates="name-only", templates=tc.templates, prune_templates=tc.templates)
 
-    return ctx.memoise(("hierarchy", _model_key(entry), dataset, variant, repr(options), mask_key), compute)
+    return ctx.derived(tc, ("hierarchy", variant, repr(options), mask_key), compute)
 
 
 def _datasets(ctx: ReproContext, names: tuple[str, ...]) -> list[str]:
@@ -160,7 +172,7 @@ def ge2023_fig3(ctx: ReproContext) -> pd.DataFrame:
     rows = []
     for ds in _datasets(ctx, ("imagenet-val",)):
         for entry in ctx.models:
-            table = ge_base(ctx, entry, ds).confidence.table
+            table = ge_base(ctx, entry, ds).table
             _, tables = confidence_summary(table, target_accuracy=None)
             scores = tables["scores"].set_index("score")
             for column, score in FIG3_SCORES:
@@ -204,7 +216,7 @@ def ge2023_tab5(ctx: ReproContext) -> pd.DataFrame:
     for ds in _datasets(ctx, ("imagenet-val",)):
         for entry in ctx.models:
             base = ge_base(ctx, entry, ds)
-            s_t = base.confidence.table["S_T"].to_numpy(float)
+            s_t = base.table["S_T"].to_numpy(float)
             n = len(s_t)
             for size in TAB5_SIZES:
                 k = min(n, max(1, round(size * n / TAB5_N)))
@@ -226,12 +238,13 @@ def ge2023_tab5(ctx: ReproContext) -> pd.DataFrame:
 def ge2023_tab7(ctx: ReproContext) -> pd.DataFrame:
     """Tab. 7: overall accuracy (hierarchy + ensemble on O) vs the fraction of WordNet words kept by pruning.
 
-    ``ctx.options["tab7_keep"]`` may replace the paper's fractions (pairs of fraction and row label).
+    ``ctx.ge.tab7_keep`` holds the fractions (default: the paper's); each row is labelled by its percentage.
     """
     rows = []
     for ds in _datasets(ctx, ("imagenet-val",)):
         for entry in ctx.models:
-            for fraction, label in ctx.options.get("tab7_keep", TAB7_KEEP):
+            for fraction in ctx.ge.tab7_keep:
+                label = f"{fraction:.0%}"
                 m = hierarchy_eval(ctx, entry, ds, variant="ensemble", keep_fraction=fraction).metrics
                 rows.append(row("ge2023-tab7", entry, ds, label, "accuracy", 100 * m["acc1_after"], "top-1 %",
                                 m["n"], "words of this dataset's hierarchy kept by norm-variance pruning"))
@@ -239,19 +252,20 @@ def ge2023_tab7(ctx: ReproContext) -> pd.DataFrame:
 
 
 _OPENAI = "openai"
+_GE = {"views": VIEWS, "options": ("ge",)}
 for _spec in (
     TableSpec("ge2023-tab1", "Ge et al. 2023, Tab. 1: zero-shot top-1 on the low-confidence set and the full set, "
-              "CLIP vs Hierarchy-CLIP", PAPER, ge2023_tab1, (("ViT-B-16", _OPENAI),), GE_DATASETS),
+              "CLIP vs Hierarchy-CLIP", PAPER, ge2023_tab1, (("ViT-B-16", _OPENAI),), GE_DATASETS, **_GE),
     TableSpec("ge2023-fig3", "Ge et al. 2023, Fig. 3: AUROC of self-consistency vs max logit", PAPER, ge2023_fig3,
-              (("ViT-B-16", _OPENAI),), ("imagenet-val",)),
+              (("ViT-B-16", _OPENAI),), ("imagenet-val",), views=VIEWS),
     TableSpec("ge2023-tab3", "Ge et al. 2023, Tab. 3: hierarchy gain per CLIP backbone (ImageNet)", PAPER,
               ge2023_tab3, tuple((m, _OPENAI) for m in ("RN50", "RN101", "ViT-B-32", "ViT-B-16", "ViT-L-14")),
-              ("imagenet-val",)),
+              ("imagenet-val",), **_GE),
     TableSpec("ge2023-tab4", "Ge et al. 2023, Tab. 4: prompt ensemble vs hierarchy + prompt ensemble", PAPER,
-              ge2023_tab4, (("ViT-B-16", _OPENAI),), GE_DATASETS),
+              ge2023_tab4, (("ViT-B-16", _OPENAI),), GE_DATASETS, **_GE),
     TableSpec("ge2023-tab5", "Ge et al. 2023, Tab. 5: continuous low-confidence set size vs threshold", PAPER,
-              ge2023_tab5, (("ViT-B-16", _OPENAI),), ("imagenet-val",)),
+              ge2023_tab5, (("ViT-B-16", _OPENAI),), ("imagenet-val",), **_GE),
     TableSpec("ge2023-tab7", "Ge et al. 2023, Tab. 7: accuracy vs fraction of WordNet kept by pruning", PAPER,
-              ge2023_tab7, (("ViT-B-16", _OPENAI),), ("imagenet-val",)),
+              ge2023_tab7, (("ViT-B-16", _OPENAI),), ("imagenet-val",), **_GE),
 ):
     TABLES.register(_spec.name, _spec, _spec.title)

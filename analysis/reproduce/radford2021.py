@@ -1,8 +1,8 @@
 """Radford et al. (ICML 2021), CLIP: zero-shot ImageNet top-1, 80-template ensemble vs "a photo of a {}.".
 
-Both columns come from :func:`analysis.zeroshot.run_zeroshot` on the same cached image embeddings. The
-reference notes transcribe none of the paper's own numbers, so this table shows ours only (see
-``published.csv``).
+Each column is :func:`analysis.zeroshot.zeroshot_table` on the classifier state of one task context per
+(model, dataset, prompt set); the image features are encoded once and shared by the three prompt sets.
+``published.csv`` holds the paper's Table 11 numbers for RN50, ViT-B/32 and ViT-L/14@336.
 """
 
 from __future__ import annotations
@@ -10,8 +10,7 @@ from __future__ import annotations
 import pandas as pd
 
 from ..data import load_templates
-from ..zeroshot import run_zeroshot
-from .core import TABLES, ReproContext, TableSpec, row
+from .core import TABLES, ReproContext, TableSpec, row, zeroshot_metrics
 from .ge2023 import _datasets
 
 __all__ = ["radford2021_imagenet"]
@@ -28,15 +27,12 @@ def radford2021_imagenet(ctx: ReproContext) -> pd.DataFrame:
     for ds in _datasets(ctx, ("imagenet-val",)):
         for entry in ctx.models:
             for column, templates in columns:
-                res = ctx.memoise(("zeroshot", entry.name, entry.model.info.weights_sha256, ds, str(templates)),
-                                  lambda t=templates, e=entry, d=ds: run_zeroshot(e.model, ctx.dataset(d), ctx.cache,
-                                                                                  templates=t))
-                n = res.metrics["n_images"]
+                m = zeroshot_metrics(ctx, ctx.task_context(entry, ds, templates))
                 for name, key in (("top-1", "acc1"), ("top-5", "acc5")):
-                    if key in res.metrics:
+                    if key in m:
                         unit = "top-1 %" if key == "acc1" else "top-5 %"
-                        rows.append(row("radford2021-imagenet", entry, ds, name, column, 100 * res.metrics[key], unit,
-                                        n, f"prompt set {res.info['templates']}"))
+                        rows.append(row("radford2021-imagenet", entry, ds, name, column, 100 * m[key], unit,
+                                        m["n_images"], f"prompt set {m['templates']}"))
     return pd.DataFrame(rows)
 
 

@@ -1,9 +1,13 @@
 """Sammani & Deligiannis (NeurIPS 2024), mutual knowledge: MI and AUC per model, and accuracy with descriptors.
 
-Both tables come from one :func:`analysis.concepts.pipeline.run_concepts` run per model (memoised), on
-the ImageNet val classes present in the data (``concept_classes`` of them, default all, each with up to
-``images_per_class`` images). The descriptor pool must be given (``descriptors``): the paper's is
-most likely Menon & Vondrick's ImageNet descriptors, which clipaudit does not ship.
+Both tables come from one run of the concepts pipeline (:func:`analysis.concepts.pipeline.run_concepts`,
+configured as the concepts task configures it) per model on the task context of (model, ImageNet val, the
+run's prompt set), memoised across the two tables; the zero-shot top-1 next to MI is
+:func:`analysis.zeroshot.zeroshot_table` on the same context's classifier state. The options are the concepts
+task's (``ctx.concepts``: ``classes`` = names, ``n_classes`` = how many when no names are given, in class
+order, default all; ``images_per_class``, default the paper's 50). The descriptor pool must be given
+(``descriptors``): the paper's is most likely Menon & Vondrick's ImageNet descriptors, which clipaudit does not
+ship.
 
 Differences from the paper, stated in the output: MI and AUC are averaged over classes (the reference
 averages zero-padded curves over all images of the dataset); the accuracy with descriptors is over the
@@ -20,43 +24,59 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .._checks import ClipauditError
-from ..zeroshot import run_zeroshot
-from .core import TABLES, ModelEntry, ReproContext, TableSpec, row
+from .._checks import ClipauditError, close_matches
+from .core import TABLES, ModelEntry, ReproContext, TableSpec, row, zeroshot_metrics
 from .ge2023 import _datasets
 
-__all__ = ["concepts_run", "sammani2024_mi_auc", "sammani2024_descriptors"]
+__all__ = ["concept_classes", "concepts_run", "sammani2024_mi_auc", "sammani2024_descriptors"]
 
 PAPER = ("Sammani & Deligiannis, Interpreting and Analysing CLIP's Zero-Shot Image Classification via Mutual "
          "Knowledge, NeurIPS 2024")
 
 
-def concepts_run(ctx: ReproContext, entry: ModelEntry, dataset: str) -> Any:
-    """The concepts pipeline on ``dataset`` for one model (memoised across the two tables)."""
-    from ..concepts.descriptors import load_descriptors
-    from ..concepts.pipeline import ConceptConfig, run_concepts
+def concept_classes(ctx: ReproContext, dataset: Any) -> list[str]:
+    """The classes explained: ``ctx.concepts.classes`` (checked), else the first ``n_classes`` (default: all)
+    classes present in ``dataset`` whose name is unique, in class order."""
+    names = list(dataset.classnames)
+    counts = Counter(names)
+    o = ctx.concepts
+    if o.classes:
+        for c in o.classes:
+            if c not in counts:
+                near = close_matches(c, names)
+                raise ClipauditError(f"--classes: {c!r} is not a class of {dataset.name!r}."
+                                     + (f" Did you mean {', '.join(map(repr, near))}?" if near else ""))
+            if counts[c] > 1:
+                raise ClipauditError(f"--classes: {c!r} names {counts[c]} classes of {dataset.name!r}; the concepts "
+                                     "pipeline identifies classes by name, so it cannot be explained.")
+        return list(dict.fromkeys(o.classes))
+    labels = np.asarray(dataset.labels)
+    present = np.unique(labels[labels >= 0])
+    classes = [names[i] for i in present if counts[names[i]] == 1]
+    return classes[:o.n_classes] if o.n_classes else classes
 
-    spec = ctx.options.get("descriptors")
-    if spec is None:
+
+def concepts_run(ctx: ReproContext, entry: ModelEntry, dataset: str) -> Any:
+    """The concepts pipeline on ``dataset`` for one model (memoised across the two tables): a ``ConceptsResult``."""
+    from ..concepts.descriptors import load_descriptors
+    from ..concepts.pipeline import run_concepts
+
+    if ctx.concepts.descriptors is None:
         raise ClipauditError("The Sammani & Deligiannis tables need a descriptor pool: pass --descriptors FILE "
                              "(e.g. Menon & Vondrick's descriptors_imagenet.json, a {class: [descriptors]} JSON); "
                              "clipaudit ships none for ImageNet.")
+    tc = ctx.task_context(entry, dataset)
 
     def compute() -> Any:
-        ds = ctx.dataset(dataset)
-        counts = Counter(ds.classnames)
-        present = np.unique(np.asarray(ds.labels)[np.asarray(ds.labels) >= 0])
-        classes = [ds.classnames[i] for i in present if counts[ds.classnames[i]] == 1]
-        k = ctx.options.get("concept_classes")
-        classes = classes[:k] if k else classes
+        classes = concept_classes(ctx, tc.dataset)
         if not classes:
             raise ClipauditError(f"No usable class in {dataset!r} for the concepts pipeline.")
-        config = ConceptConfig(seed=ctx.seed, batch_size=ctx.cache.batch_size)
-        return run_concepts(entry.model, ds, ctx.cache, load_descriptors(spec), classes=classes,
-                            images_per_class=ctx.options.get("images_per_class", 50), templates=ctx.templates,
-                            config=config, figure_images=0)
+        o = ctx.concepts
+        return run_concepts(tc.model, tc.dataset, tc.cache, load_descriptors(o.descriptors), classes=classes,
+                            images_per_class=o.images_per_class, templates=tc.templates,
+                            config=o.config(ctx.cache.batch_size), figure_images=0)
 
-    return ctx.memoise(("concepts", entry.name, entry.model.info.weights_sha256, dataset), compute)
+    return ctx.derived(tc, ("concepts", repr(ctx.concepts)), compute)
 
 
 def sammani2024_mi_auc(ctx: ReproContext) -> pd.DataFrame:
@@ -65,13 +85,11 @@ def sammani2024_mi_auc(ctx: ReproContext) -> pd.DataFrame:
     for ds in _datasets(ctx, ("imagenet-val",)):
         for entry in ctx.models:
             res = concepts_run(ctx, entry, ds)
-            zs = ctx.memoise(("zeroshot", entry.name, entry.model.info.weights_sha256, ds, str(ctx.templates)),
-                             lambda e=entry, d=ds: run_zeroshot(e.model, ctx.dataset(d), ctx.cache,
-                                                                templates=ctx.templates))
+            zs = zeroshot_metrics(ctx, ctx.task_context(entry, ds))
             m, n_cls = res.metrics, int(res.metrics["n_classes"])
             note = f"mean over {n_cls} classes (up to {res.info['images_per_class']} images each)"
-            rows.append(row("sammani2024-mi-auc", entry, ds, "mean", "top-1", 100 * zs.metrics["acc1"], "top-1 %",
-                            zs.metrics["n_images"], f"zero-shot, prompt set {zs.info['templates']}"))
+            rows.append(row("sammani2024-mi-auc", entry, ds, "mean", "top-1", 100 * zs["acc1"], "top-1 %",
+                            zs["n_images"], f"zero-shot, prompt set {zs['templates']}"))
             for method, label in (("pca", "PCA"), ("kmeans", "K-means")):
                 if f"{method}_mi" in m:
                     n_img = int(m["n_images"])
@@ -109,11 +127,12 @@ TABLES.register("sammani2024-mi-auc", TableSpec(
     "sammani2024-mi-auc", "Sammani & Deligiannis 2024: mutual information and its AUC per model (PCA, K-means)",
     PAPER, sammani2024_mi_auc,
     (("ViT-B-16", "openai"), ("ViT-B-16", "dfn2b"), ("RN50", "openai"), ("ViT-L-14", "openai")), ("imagenet-val",),
-    notes="Needs --descriptors. The reference notes transcribe only ViT-B/16-dfn of the paper's 13 models."),
+    notes="Needs --descriptors. The reference notes transcribe only ViT-B/16-dfn of the paper's 13 models.",
+    options=("concepts",)),
     "Sammani & Deligiannis 2024: MI and AUC per model")
 TABLES.register("sammani2024-descriptors", TableSpec(
     "sammani2024-descriptors", "Sammani & Deligiannis 2024: zero-shot top-1 with discovered descriptors vs base "
     "prompts", PAPER, sammani2024_descriptors,
     (("RN50", "openai"), ("RN50x16", "openai"), ("ViT-B-16", "openai"), ("ViT-L-14-336", "openai")),
-    ("imagenet-val",), notes="Needs --descriptors."),
+    ("imagenet-val",), notes="Needs --descriptors.", options=("concepts",)),
     "Sammani & Deligiannis 2024: accuracy with descriptors vs base prompts")

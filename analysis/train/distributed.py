@@ -18,7 +18,7 @@ from torch import nn
 from .._checks import ClipauditError
 
 __all__ = ["DistInfo", "init_distributed", "cleanup_distributed", "wrap_ddp", "all_reduce_mean",
-           "barrier", "unwrap"]
+           "barrier", "unwrap", "is_main_process"]
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,11 @@ def init_distributed(device: str | torch.device = "cpu", *, backend: str | None 
     if not dist.is_initialized():
         dist.init_process_group(backend or ("nccl" if device.type == "cuda" else "gloo"))
     return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
+
+
+def is_main_process() -> bool:
+    """False on the ranks > 0 of a ``torchrun`` job (reads ``RANK``, so it also works after cleanup)."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def cleanup_distributed() -> None:

@@ -1,4 +1,11 @@
-"""The training loop behind ``clipaudit train``: one loop, two modes.
+"""The training loop behind ``clipaudit train``: one loop (:func:`fit`), two modes.
+
+The package is split by concern, as ``open_clip_train`` is: :mod:`~analysis.train.config` (what a run is),
+:mod:`~analysis.train.data` (training data, split check, captions), :mod:`~analysis.train.sources` (batches),
+:mod:`~analysis.train.features` (cached LiT tower features), this module (the loop),
+:mod:`~analysis.train.checkpoints`, :mod:`~analysis.train.scratch` and :mod:`~analysis.train.lit` (the two
+modes) and :mod:`~analysis.train.main` (``train(job)`` / ``main(argv)``). The names that used to live here
+(``TrainConfig``, ``train_lit``, ``lit_tower_features``...) are still importable from this module.
 
 * :func:`train_open_clip` trains a small open_clip config from scratch on images + captions and writes an
   open_clip local-dir folder (``open_clip_config.json`` + ``open_clip_model.safetensors``) that
@@ -30,13 +37,10 @@ Both go through :func:`fit`, which handles the data order, DDP, logging, checkpo
 from __future__ import annotations
 
 import csv
-import dataclasses
-import json
 import logging
 import math
 import os
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,179 +48,33 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._atomic import atomic_path, atomic_write_bytes, atomic_write_json
-from .._checks import ClipauditError, check_choice, check_positive_int
+from .._checks import ClipauditError
 from .captions import CaptionPool
-from .distributed import DistInfo, all_reduce_mean, barrier, unwrap, wrap_ddp
-from .losses import (
-    CLIP_INIT_SCALE,
-    LOSSES,
-    SIGLIP_INIT_BIAS,
-    SIGLIP_INIT_SCALE,
-    LogitScale,
-    clamp_logit_scale_,
-    create_loss,
-)
+from .checkpoints import CHECKPOINT_DIR, check_resume, latest_checkpoint, load_trainable_state, save_checkpoint
+from .config import TrainConfig, TrainResult
+from .distributed import DistInfo, all_reduce_mean, barrier, wrap_ddp
+from .losses import LogitScale, clamp_logit_scale_, create_loss
+from .sources import _Source
 
-__all__ = ["TrainConfig", "TrainResult", "LitFeatures", "fit", "train_open_clip",
-           "train_lit", "lit_tower_features", "lit_text_features", "save_open_clip_folder", "latest_checkpoint",
-           "LOG_NAME", "CHECKPOINT_DIR"]
+__all__ = ["fit", "LOG_NAME", "LOG_FIELDS", "TEXT_PREFIX", "TrainConfig", "TrainResult", "latest_checkpoint",
+           "CHECKPOINT_DIR"]
 
 log = logging.getLogger(__name__)
 LOG_NAME = "train_log.csv"
-CHECKPOINT_DIR = "checkpoints"
 LOG_FIELDS = ["step", "epoch", "loss", "logit_scale", "logit_bias", "lr"]
 
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Hyper-parameters of one training run (saved in every checkpoint).
-
-    Parameters
-    ----------
-    loss : {"infonce", "siglip"}, default="infonce"
-    multi_positive : bool, default=False
-        InfoNCE only: same-class pairs in a batch are positives, not negatives.
-    epochs : int, default=1
-    max_steps : int, optional
-        Stop after this many optimizer steps (default: ``epochs`` full epochs).
-    batch_size : int, default=64
-        Global batch size (split evenly over processes).
-    lr, weight_decay : float
-        AdamW; weight decay is not applied to biases, norms, the logit scale and bias (as open_clip).
-    text_lr : float, optional
-        Learning rate of a trained text tower (parameters under the model's ``text_encoder.``), e.g. 2e-5
-        for a pretrained MiniLM; default: ``lr``. Follows the same warm-up/cosine schedule. The log's
-        ``lr`` column is the heads' rate.
-    warmup_steps : int, default=0
-        Linear warm-up, then cosine decay to 0 at the last step.
-    seed : int, default=0
-        Seeds the model initialisation, the data order and the caption draws.
-    max_logit_scale : float, default=100
-    checkpoint_every : int, default=0
-        Also checkpoint every this many steps (0 = at the end of each epoch and at the end only).
-    keep_checkpoints : int, default=2
-        Older checkpoints are deleted.
-    """
-
-    loss: str = "infonce"
-    multi_positive: bool = False
-    epochs: int = 1
-    max_steps: int | None = None
-    batch_size: int = 64
-    lr: float = 1e-3
-    text_lr: float | None = None
-    weight_decay: float = 0.1
-    warmup_steps: int = 0
-    seed: int = 0
-    max_logit_scale: float = 100.0
-    checkpoint_every: int = 0
-    keep_checkpoints: int = 2
-
-    #: Fields a resumed run may change (to train longer, or checkpoint differently).
-    RESUMABLE_CHANGES = frozenset({"epochs", "max_steps", "checkpoint_every", "keep_checkpoints"})
-
-    def __post_init__(self) -> None:
-        check_choice("loss", self.loss, LOSSES)
-        if self.multi_positive and self.loss != "infonce":
-            raise ClipauditError("multi_positive is only available for loss='infonce', got loss='siglip'.")
-        check_positive_int("epochs", self.epochs)
-        check_positive_int("max_steps", self.max_steps, allow_none=True)
-        check_positive_int("batch_size", self.batch_size)
-        check_positive_int("keep_checkpoints", self.keep_checkpoints)
-        for name in ("lr", "max_logit_scale"):
-            if not getattr(self, name) > 0:
-                raise ClipauditError(f"{name} must be > 0, got {getattr(self, name)!r}.")
-        if self.text_lr is not None and not self.text_lr > 0:
-            raise ClipauditError(f"text_lr must be > 0 (or None: same as lr), got {self.text_lr!r}.")
-        for name in ("weight_decay", "warmup_steps", "checkpoint_every"):
-            if getattr(self, name) < 0:
-                raise ClipauditError(f"{name} must be >= 0, got {getattr(self, name)!r}.")
-
-    def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+#: Names that moved to other modules of the package, still importable from here (``from .loop import X``).
+_MOVED = {"LitFeatures": "features", "lit_tower_features": "features", "lit_text_features": "features",
+          "train_open_clip": "scratch", "save_open_clip_folder": "scratch", "_open_clip_cfg": "scratch",
+          "train_lit": "lit"}
 
 
-@dataclass
-class TrainResult:
-    """What a run produced: ``steps`` done, last step's ``loss``, the log and last checkpoint paths."""
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        from importlib import import_module
 
-    steps: int
-    loss: float
-    log_path: Path
-    checkpoint: Path | None
-    skipped: list[str] = field(default_factory=list)
-
-
-# --------------------------------------------------------------------------------------------- sources
-class _Source:
-    """Gives the image side of a batch for some image indices, and the text side for caption ids."""
-
-    def images(self, index_batches: Sequence[np.ndarray]) -> Iterator[tuple[Any, np.ndarray]]:
-        raise NotImplementedError
-
-    def texts(self, caption_ids: np.ndarray) -> Any:
-        raise NotImplementedError
-
-
-class _FeatureSource(_Source):
-    """Cached image features; cached text features, or (``text=None``) the caption strings themselves."""
-
-    def __init__(self, image: torch.Tensor, text: torch.Tensor | None, device: torch.device,
-                 captions: Sequence[str] = ()) -> None:
-        self.image, self.device = image.to(device), device
-        self.text = None if text is None else text.to(device)
-        self.captions = captions
-
-    def images(self, index_batches):
-        for idx in index_batches:
-            yield self.image[torch.as_tensor(idx, device=self.device)], idx
-
-    def texts(self, caption_ids):
-        if self.text is None:
-            return [self.captions[int(i)] for i in caption_ids]
-        return self.text[torch.as_tensor(caption_ids, device=self.device)]
-
-
-class _ImageDataset(torch.utils.data.Dataset):
-    def __init__(self, dataset: Any, preprocess: Callable) -> None:
-        self.dataset, self.preprocess = dataset, preprocess
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor | None, int]:
-        try:
-            return self.preprocess(self.dataset.load_image(int(i))), int(i)
-        except OSError as err:
-            log.warning("Skipping unreadable image %s (%s).", self.dataset.describe(int(i)), err)
-            return None, int(i)
-
-
-def _collate(items):
-    ok = [(x, i) for x, i in items if x is not None]
-    bad = np.array([i for x, i in items if x is None], dtype=np.int64)
-    images = torch.stack([x for x, _ in ok]) if ok else None
-    return images, np.array([i for _, i in ok], dtype=np.int64), bad
-
-
-class _ImageSource(_Source):
-    def __init__(self, dataset: Any, preprocess: Callable, tokens: torch.Tensor, device: torch.device,
-                 num_workers: int = 0) -> None:
-        self.data = _ImageDataset(dataset, preprocess)
-        self.tokens, self.device, self.num_workers = tokens, device, num_workers
-        self.skipped: set[str] = set()
-
-    def images(self, index_batches):
-        batches = [list(map(int, b)) for b in index_batches]
-        loader = torch.utils.data.DataLoader(self.data, batch_sampler=batches, collate_fn=_collate,
-                                             num_workers=self.num_workers)
-        for images, valid, bad in loader:
-            self.skipped.update(self.data.dataset.describe(int(i)) for i in bad)
-            yield (None if images is None else images.to(self.device)), valid
-
-    def texts(self, caption_ids):
-        return self.tokens[torch.as_tensor(caption_ids)].to(self.device)
+        return getattr(import_module(f".{_MOVED[name]}", __package__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ------------------------------------------------------------------------------------------- the loop
@@ -263,62 +121,6 @@ def _log_scale_param(model: nn.Module) -> tuple[torch.Tensor, float]:
 
 def _as_float(x: Any) -> float | None:
     return None if x is None else float(torch.as_tensor(x).detach().reshape(-1)[0])
-
-
-def latest_checkpoint(out_dir: str | os.PathLike[str]) -> Path | None:
-    """The checkpoint with the highest step in ``out_dir/checkpoints`` (None if there is none)."""
-    folder = Path(out_dir) / CHECKPOINT_DIR
-    found = sorted(folder.glob("step_*.pt")) if folder.is_dir() else []
-    return found[-1] if found else None
-
-
-def _check_resume(ckpt: dict[str, Any], path: Path, config: TrainConfig, fingerprint: str,
-                  model_meta: dict[str, Any]) -> None:
-    old = ckpt["config"]
-    changed = sorted(k for k, v in config.as_dict().items()
-                     if k not in TrainConfig.RESUMABLE_CHANGES and old.get(k) != v)
-    if changed:
-        diffs = ", ".join(f"{k}: checkpoint {old.get(k)!r} vs now {getattr(config, k)!r}" for k in changed)
-        raise ClipauditError(f"--resume: checkpoint {path} was trained with other settings ({diffs}).")
-    if ckpt["data_fingerprint"] != fingerprint:
-        raise ClipauditError(f"--resume: checkpoint {path} was trained on other data or captions "
-                             f"(fingerprint {ckpt['data_fingerprint'][:12]} vs now {fingerprint[:12]}).")
-    if ckpt.get("model_meta", {}) != json.loads(json.dumps(model_meta)):
-        raise ClipauditError(f"--resume: checkpoint {path} is for model {ckpt.get('model_meta')}, "
-                             f"not {model_meta}.")
-
-
-def _frozen_names(model: nn.Module) -> set[str]:
-    return {name for name, p in model.named_parameters() if not p.requires_grad}
-
-
-def _trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """State dict without frozen parameters (e.g. a locked pretrained text tower: they come from its wheel)."""
-    frozen = _frozen_names(model)
-    return {k: v for k, v in model.state_dict().items() if k not in frozen}
-
-
-def _load_trainable_state(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
-    result = model.load_state_dict(state, strict=False)
-    missing = sorted(set(result.missing_keys) - _frozen_names(model))
-    if missing or result.unexpected_keys:
-        raise ClipauditError(f"--resume: checkpoint {path} does not fit the model (missing {missing[:3]}, "
-                             f"unexpected {sorted(result.unexpected_keys)[:3]}).")
-
-
-def _save_checkpoint(out_dir: Path, step: int, epoch: int, model: nn.Module, opt, sched, config: TrainConfig,
-                     fingerprint: str, model_meta: dict[str, Any]) -> Path:
-    path = out_dir / CHECKPOINT_DIR / f"step_{step:08d}.pt"
-    state = {
-        "model": _trainable_state(unwrap(model)), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-        "step": step, "epoch": epoch, "config": config.as_dict(), "data_fingerprint": fingerprint,
-        "model_meta": json.loads(json.dumps(model_meta)), "torch_rng": torch.get_rng_state(),
-    }
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-    for old in sorted(path.parent.glob("step_*.pt"))[:-config.keep_checkpoints]:
-        old.unlink()
-    return path
 
 
 def _open_log(out_dir: Path, start_step: int) -> tuple[Any, Any]:
@@ -397,8 +199,8 @@ def fit(model: nn.Module, source: _Source, pool: CaptionPool, labels: np.ndarray
         if latest is None:
             raise ClipauditError(f"--resume: no checkpoint in {out_dir / CHECKPOINT_DIR}.")
         ckpt = torch.load(latest, map_location="cpu", weights_only=True)
-        _check_resume(ckpt, latest, config, fingerprint, model_meta)
-        _load_trainable_state(model, ckpt["model"], latest)
+        check_resume(ckpt, latest, config, fingerprint, model_meta)
+        load_trainable_state(model, ckpt["model"], latest)
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
         torch.set_rng_state(ckpt["torch_rng"])
@@ -457,8 +259,8 @@ def fit(model: nn.Module, source: _Source, pool: CaptionPool, labels: np.ndarray
                 if end_of_epoch or step == total or (config.checkpoint_every and step % config.checkpoint_every == 0):
                     if info.is_main:
                         fh.flush()
-                        ckpt_path = _save_checkpoint(out_dir, step, epoch, model, opt, sched, config,
-                                                     fingerprint, model_meta)
+                        ckpt_path = save_checkpoint(out_dir, step, epoch, model, opt, sched, config,
+                                                    fingerprint, model_meta)
                     barrier(info)
     finally:
         bar.close()
@@ -468,279 +270,3 @@ def fit(model: nn.Module, source: _Source, pool: CaptionPool, labels: np.ndarray
     skipped = sorted(getattr(source, "skipped", ()))
     return TrainResult(steps=step, loss=loss_value, log_path=out_dir / LOG_NAME, checkpoint=ckpt_path,
                        skipped=skipped)
-
-
-# -------------------------------------------------------------------------------- from-scratch open_clip
-class _OpenClipPairs(nn.Module):
-    """open_clip ``CLIP`` as ``(images, tokens) -> (img, txt, scale[, bias])`` with ``logit_scale`` exposed."""
-
-    def __init__(self, clip: nn.Module) -> None:
-        super().__init__()
-        self.clip = clip
-
-    @property
-    def logit_scale(self) -> torch.Tensor:
-        return self.clip.logit_scale
-
-    def forward(self, images: torch.Tensor, tokens: torch.Tensor):
-        return self.clip(images, tokens)
-
-
-def _open_clip_cfg(model_name: str, loss: str) -> dict[str, Any]:
-    import open_clip
-
-    from ..models import CONFIG_DIR
-
-    if model_name not in open_clip.list_models():
-        open_clip.add_model_config(CONFIG_DIR)
-    cfg = open_clip.get_model_config(model_name)
-    if cfg is None:
-        check_choice("model", model_name, open_clip.list_models())
-    if loss == "siglip":
-        cfg["init_logit_scale"], cfg["init_logit_bias"] = math.log(SIGLIP_INIT_SCALE), SIGLIP_INIT_BIAS
-    else:
-        cfg["init_logit_scale"] = math.log(CLIP_INIT_SCALE)
-    return cfg
-
-
-def save_open_clip_folder(clip: nn.Module, folder: str | os.PathLike[str], model_cfg: dict[str, Any],
-                          extra: dict[str, Any] | None = None) -> Path:
-    """Write an open_clip local-dir model folder: ``open_clip_config.json`` + ``open_clip_model.safetensors``.
-
-    ``extra`` (training config, data fingerprint...) goes to ``training.json`` next to them.
-    """
-    from safetensors.torch import save
-
-    folder = Path(folder)
-    state = {k: v.detach().cpu().contiguous() for k, v in clip.state_dict().items()}
-    atomic_write_bytes(folder / "open_clip_model.safetensors", save(state))
-    preprocess_cfg = dict(getattr(clip.visual, "preprocess_cfg", {}) or {})
-    atomic_write_json(folder / "open_clip_config.json", {"model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg})
-    if extra is not None:
-        atomic_write_json(folder / "training.json", extra)
-    return folder
-
-
-def train_open_clip(dataset: Any, pool: CaptionPool, out_dir: str | os.PathLike[str], *,
-                    model_name: str = "clipaudit-tiny-vit", config: TrainConfig = TrainConfig(),
-                    fingerprint: str | None = None, info: DistInfo | None = None, resume: bool = False,
-                    progress: bool = True, num_workers: int = 0) -> TrainResult:
-    """Train an open_clip config from scratch on images + captions; write a folder ``load_model`` reads.
-
-    Parameters
-    ----------
-    dataset : ImageDataset
-        Images (``load_image``) and ``labels``; unreadable images are skipped and listed in the result.
-    pool : CaptionPool
-        Captions per image (:func:`analysis.train.captions.caption_pool`).
-    out_dir : path
-        The model folder (also holds ``train_log.csv``, ``training.json`` and ``checkpoints/``).
-    model_name : str, default="clipaudit-tiny-vit"
-        An open_clip architecture (the project's tiny configs are registered here).
-    config : TrainConfig
-    fingerprint : str, optional
-        Default: ``dataset.fingerprint()`` + the caption texts.
-    info, resume, progress
-        See :func:`fit`.
-    num_workers : int, default=0
-        DataLoader workers for image decoding.
-
-    Notes
-    -----
-    Images go through the model's evaluation transform (no augmentation), so runs are reproducible
-    from the seed. SigLIP starts with ``t' = log 10``, ``b = -10``; InfoNCE with ``log(1/0.07)``.
-    """
-    import open_clip
-    from open_clip.transform import PreprocessCfg, image_transform_v2
-
-    from ..data.base import hash_items
-
-    if len(pool) != len(dataset):
-        raise ClipauditError(f"pool has captions for {len(pool)} images but the dataset has {len(dataset)}.")
-    info = info or DistInfo()
-    cfg = _open_clip_cfg(model_name, config.loss)
-    torch.manual_seed(config.seed)
-    clip = open_clip.create_model(model_name, pretrained=None, device="cpu",
-                                  **{k: cfg[k] for k in ("init_logit_scale", "init_logit_bias") if k in cfg})
-    preprocess = image_transform_v2(PreprocessCfg(**clip.visual.preprocess_cfg), is_train=False)
-    tokenizer = open_clip.get_tokenizer(model_name)
-    tokens = tokenizer(pool.texts)
-    fingerprint = fingerprint or hash_items(dataset.fingerprint(), pool.texts, pool.starts.tolist(),
-                                            pool.counts.tolist())
-    source = _ImageSource(dataset, preprocess, tokens, info.device, num_workers=num_workers)
-    meta = {"mode": "scratch", "model": model_name, "model_cfg": cfg}
-    model = _OpenClipPairs(clip)
-    result = fit(model, source, pool, dataset.labels, out_dir, config=config, fingerprint=fingerprint,
-                 model_meta=meta, info=info, resume=resume, progress=progress)
-    if info.is_main:
-        extra = {"config": config.as_dict(), "data_fingerprint": fingerprint, "dataset": getattr(dataset, "name", ""),
-                 "steps": result.steps, "final_loss": result.loss, "skipped_images": result.skipped, **meta}
-        save_open_clip_folder(clip, out_dir, cfg, extra)
-    barrier(info)
-    return result
-
-
-# ------------------------------------------------------------------------------------------------ LiT
-@dataclass(frozen=True)
-class LitFeatures:
-    """Locked-tower features for LiT: one row per image, one row per caption string of ``pool``.
-
-    Attributes
-    ----------
-    image : ndarray of shape (n_images, d_image), float32
-    text : ndarray of shape (len(pool.texts), d_text), float32, or None
-        None when the text tower is trained (captions are encoded per batch).
-    pool : CaptionPool
-    labels : ndarray of shape (n_images,), int64
-    fingerprint : str
-        Identifies towers, data and captions (part of the checkpoint check on resume).
-    """
-
-    image: np.ndarray
-    text: np.ndarray | None
-    pool: CaptionPool
-    labels: np.ndarray
-    fingerprint: str
-
-
-class _LitTextPairs(nn.Module):
-    """``heads`` on cached image features and on a trained text encoder's features of caption strings."""
-
-    def __init__(self, heads: nn.Module, text_encoder: nn.Module) -> None:
-        super().__init__()
-        self.heads, self.text_encoder = heads, text_encoder
-
-    @property
-    def logit_scale(self) -> torch.Tensor | LogitScale:
-        return self.heads.logit_scale
-
-    def forward(self, image_features: torch.Tensor, texts: Sequence[str]):
-        return self.heads(image_features, self.text_encoder(texts))
-
-
-def train_lit(feature_fn: Callable[[], LitFeatures], heads: nn.Module, out_dir: str | os.PathLike[str], *,
-              config: TrainConfig = TrainConfig(), save_fn: Callable[[nn.Module, Path, dict[str, Any]], Any]
-              | None = None, model_meta: dict[str, Any] | None = None, info: DistInfo | None = None,
-              resume: bool = False, progress: bool = True, text_encoder: nn.Module | None = None) -> TrainResult:
-    """LiT: train ``heads`` on cached image-tower features, with a locked or a trained text tower.
-
-    Parameters
-    ----------
-    feature_fn : callable () -> LitFeatures
-        Computes (or reads from the embedding cache) the locked towers' features.
-    heads : nn.Module
-        ``heads(image_features, text_features) -> (img_emb, txt_emb, scale, bias)``, e.g.
-        :class:`analysis.models.lit.LitHeads`.
-    out_dir : path
-        Log and checkpoints; ``save_fn(heads, out_dir, meta)`` writes the model there (its format is
-        :mod:`analysis.models.lit`'s). ``save_fn=None`` keeps only the checkpoints.
-    config, info, resume, progress
-        See :func:`fit`.
-    text_encoder : nn.Module, optional
-        A trainable text tower, ``text_encoder(list of captions) -> (B, d_text)`` features (e.g.
-        :class:`analysis.models.lit.LitTextEncoder`): the captions of each batch are tokenised and encoded
-        by it (``feats.text`` is not used and may be None) and its parameters with ``requires_grad`` are
-        trained in place at ``config.text_lr``. ``save_fn`` should save it too (it gets only the heads).
-    """
-    info = info or DistInfo()
-    feats = feature_fn()
-    n = len(feats.pool)
-    n_text = len(feats.pool.texts) if feats.text is None else feats.text.shape[0]
-    if feats.image.shape[0] != n or n_text != len(feats.pool.texts) or len(feats.labels) != n:
-        raise ClipauditError(
-            f"LiT features do not line up: {feats.image.shape[0]} image rows, {n} images in the caption pool, "
-            f"{len(feats.labels)} labels, {n_text} text rows for {len(feats.pool.texts)} captions."
-        )
-    if feats.text is None and text_encoder is None:
-        raise ClipauditError("LiT features have no text features (text=None): pass a text_encoder to train the "
-                             "text tower, or compute the locked text tower's features.")
-    image = torch.as_tensor(feats.image, dtype=torch.float32)
-    meta = {"mode": "lit", **(model_meta or {})}
-    if text_encoder is None:
-        source = _FeatureSource(image, torch.as_tensor(feats.text, dtype=torch.float32), info.device)
-        model = heads
-    else:
-        source = _FeatureSource(image, None, info.device, captions=feats.pool.texts)
-        model = _LitTextPairs(heads, text_encoder)
-        meta["train_text"] = getattr(text_encoder, "trainable", type(text_encoder).__name__)
-    result = fit(model, source, feats.pool, feats.labels, out_dir, config=config, fingerprint=feats.fingerprint,
-                 model_meta=meta, info=info, resume=resume, progress=progress)
-    if info.is_main and save_fn is not None:
-        save_fn(heads.cpu(), Path(out_dir), {"config": config.as_dict(), "data_fingerprint": feats.fingerprint,
-                                             "steps": result.steps, "final_loss": result.loss, **meta})
-    barrier(info)
-    return result
-
-
-
-def lit_tower_features(dataset: Any, pool: CaptionPool, *, cache: Any = None, device: str | torch.device = "cpu",
-                       image_size: int = 224, batch_size: int = 64, progress: bool = True,
-                       text: bool = True) -> LitFeatures:
-    """Frozen LiT tower features of ``dataset`` and of the captions of ``pool``, memoised in the cache.
-
-    ``text=False`` (the text tower is trained): image features only, ``LitFeatures.text`` is None.
-
-    Image features are the pooled EfficientNet-Lite0 map (1280-d), text features the MiniLM sentence
-    embedding (384-d), from :mod:`analysis.models.lit`. They are stored through
-    :meth:`EmbeddingCache.array` keyed by the towers' fingerprint, the dataset fingerprint, the image size
-    and the caption texts, so a second run (or a resumed one) reads them back. Unreadable images are
-    stored as NaN rows and get no caption (they are never drawn).
-    """
-    from tqdm.auto import tqdm
-
-    from ..cache import EmbeddingCache
-    from ..data.base import hash_items
-    from ..models import lit
-
-    cache = cache if cache is not None else EmbeddingCache(enabled=False)
-    towers = lit.get_towers(device)
-    transform = lit.lit_transform(image_size)
-
-    def images() -> np.ndarray:
-        rows = np.full((len(dataset), lit.IMAGE_FEATURE_DIM), np.nan, dtype=np.float32)
-        for start in tqdm(range(0, len(dataset), batch_size), disable=not progress, desc="LiT image features"):
-            idx, batch = [], []
-            for i in range(start, min(len(dataset), start + batch_size)):
-                try:
-                    batch.append(transform(dataset.load_image(i)))
-                    idx.append(i)
-                except OSError as err:
-                    log.warning("Skipping unreadable image %s (%s).", dataset.describe(i), err)
-            if batch:
-                rows[idx] = towers.image_features(torch.stack(batch)).cpu().numpy()
-        return rows
-
-    tower_id = towers.fingerprint()
-    image = cache.array("lit-image-features", {"towers": tower_id, "dataset": dataset.fingerprint(),
-                                               "image_size": image_size}, images)
-    text_rows = lit_text_features(pool.texts, cache=cache, device=device, progress=progress) if text else None
-    valid = ~np.isnan(image).any(axis=1)
-    pool = dataclasses.replace(pool, counts=np.where(valid, pool.counts, 0))
-    fingerprint = hash_items(tower_id, dataset.fingerprint(), image_size, pool.texts, pool.starts.tolist(),
-                             pool.counts.tolist())
-    return LitFeatures(np.nan_to_num(image), text_rows, pool, np.asarray(dataset.labels), fingerprint)
-
-
-def lit_text_features(texts: Sequence[str], *, cache: Any = None, device: str | torch.device = "cpu",
-                      progress: bool = False, batch_size: int = 256) -> np.ndarray:
-    """Frozen LiT text-tower features (MiniLM sentence embeddings, 384-d) of ``texts``, memoised in the cache.
-
-    Same cache entries as :func:`lit_tower_features` (keyed by the towers' fingerprint and the texts), so
-    prompts encoded for training or evaluation are encoded once.
-    """
-    from tqdm.auto import tqdm
-
-    from ..cache import EmbeddingCache
-    from ..data.base import hash_items
-    from ..models import lit
-
-    cache = cache if cache is not None else EmbeddingCache(enabled=False)
-    towers = lit.get_towers(device)
-    texts = list(texts)
-
-    def compute() -> np.ndarray:
-        out = [towers.text_features(texts[s:s + batch_size]).cpu().numpy() for s in
-               tqdm(range(0, len(texts), batch_size), disable=not progress, desc="LiT text features")]
-        return np.concatenate(out).astype(np.float32) if out else np.zeros((0, lit.TEXT_FEATURE_DIM), np.float32)
-
-    return cache.array("lit-text-features", {"towers": towers.fingerprint(), "texts": hash_items(texts)}, compute)

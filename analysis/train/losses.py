@@ -37,6 +37,7 @@ from open_clip.loss import ClipLoss, SigLipLoss
 from torch import nn
 
 from .._checks import ClipauditError, check_choice
+from .config import LOSSES  # loss names accepted by create_loss and `clipaudit train --loss`
 
 __all__ = [
     "LOSSES", "CLIP_INIT_SCALE", "SIGLIP_INIT_SCALE", "SIGLIP_INIT_BIAS", "MAX_LOGIT_SCALE",
@@ -44,8 +45,6 @@ __all__ = [
     "multi_positive_targets", "clamp_logit_scale_",
 ]
 
-#: Loss names accepted by :func:`create_loss` and ``clipaudit train --loss``.
-LOSSES = ("infonce", "siglip")
 CLIP_INIT_SCALE = 1 / 0.07
 SIGLIP_INIT_SCALE = 10.0
 SIGLIP_INIT_BIAS = -10.0

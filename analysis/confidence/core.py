@@ -1,61 +1,26 @@
-"""Self-consistency confidence of a zero-shot classifier (Ge, Ren et al., CVPR 2023, §4.1 and §5.1).
+"""Core of the self-consistency confidence (pure arrays in, arrays / DataFrame out; no torch).
 
-The reference prediction is the name-only classifier, ĉ(x, ∅): the class whose bare name (template
-``"{}"``) is most similar to the image. Its confidence is judged by agreement:
-
-- **S_T(x)** (paper Eq. 1): fraction of single-template classifiers (default: all templates of the set,
-  the 80 OpenAI ImageNet templates) whose top-1 equals ĉ(x, ∅). All T single-template classifiers are
-  one (T·C, D) bank and cost one matrix product per chunk of images.
-- **S_B(x)** (paper Eq. 2): fraction of image perturbations (default: horizontal flip, applied after
-  the model's preprocessing) under which the name-only top-1 is unchanged.
-- **O = O_T ∪ O_B** (Alg. 1, line 10, in the binary form the experiments use): O_T = images on which
-  the prompt-ensembled classifiers of the prompt sets T1 (first half of the templates), T2 (second
-  half), T3 (all) and T4 (∅, name only) do not all agree; O_B = images whose name-only top-1 changes
-  under a perturbation (S_B < 1).
-
-Baselines: max cosine logit and max softmax probability (softmax of ``msp_scale`` x cosine, by
-default the model's logit scale) of the name-only classifier and of the all-template ensemble.
-Every score is evaluated against the correctness of the prediction it is a confidence for: the
-name-only prediction for S_T, S_B, their mean, O and the name-only baselines; the ensemble
-prediction for the ensemble baselines (column ``prediction`` of the summary).
-
-:func:`self_consistency_table` is the pure core (arrays in, DataFrame out), :func:`confidence_summary`
-turns its output into metric tables, and :func:`run_confidence` fetches the embeddings from the cache.
+Prompt sets, the stacked classifier bank, S_T, S_B, the low-confidence sets O_T / O_B / O, and
+:func:`self_consistency_table`, which writes one column per registered confidence score
+(:mod:`analysis.confidence.scores`). See :mod:`analysis.confidence` for the method.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy.special import softmax
 
-from ._checks import ClipauditError, check_positive_int
-from .ensemble import ensemble_weights
-from .selective import (
-    DEFAULT_COVERAGES,
-    aurc,
-    correctness_auroc,
-    e_aurc,
-    expected_calibration_error,
-    oracle_aurc,
-    recommend_threshold,
-    risk_coverage_curve,
-    selective_accuracy,
-)
-
-if TYPE_CHECKING:
-    from .cache import EmbeddingCache
-    from .data import ImageDataset, TemplateSet
-    from .models import ClipModel
+from .._checks import ClipauditError, check_positive_int
+from ..ensemble import ensemble_weights
+from ..metrics import top_k_indices
+from .scores import ScoreInputs, registered_scores
 
 __all__ = [
-    "SCORES",
-    "ConfidenceResult",
     "prompt_sets",
     "single_template_predictions",
     "classifier_outputs",
@@ -64,25 +29,9 @@ __all__ = [
     "low_confidence_sets",
     "continuous_low_confidence",
     "self_consistency_table",
-    "confidence_summary",
-    "run_confidence",
 ]
 
-#: Confidence scores evaluated by :func:`confidence_summary`:
-#: name -> (prediction whose correctness labels it, description).
-SCORES: dict[str, tuple[str, str]] = {
-    "S_T": ("name_only", "prompt consistency: share of single-template top-1 equal to the name-only top-1"),
-    "S_B": ("name_only", "perturbation consistency: share of perturbations keeping the name-only top-1"),
-    "S_TB": ("name_only", "mean of S_T and S_B"),
-    "consistent": ("name_only", "1 - [x in O] (binary: outside the low-confidence set O = O_T ∪ O_B)"),
-    "max_logit_name_only": ("name_only", "max cosine similarity, name-only classifier"),
-    "msp_name_only": ("name_only", "max softmax probability, name-only classifier"),
-    "max_logit_ensemble": ("ensemble", "max cosine similarity, all-template ensemble"),
-    "msp_ensemble": ("ensemble", "max softmax probability, all-template ensemble"),
-}
-
 _MAX_ELEMENTS = 2**24  # logits held at once (64 MB of float32)
-
 
 # ---------------------------------------------------------------------------------------------- inputs
 def _as_matrix(x: Any, name: str, *, dim: int | None = None) -> np.ndarray:
@@ -198,7 +147,8 @@ def classifier_outputs(
     Returns
     -------
     pred : ndarray of int64, shape (n_samples, n_classifiers)
-        Top-1 class (first index on exact ties, as ``np.argmax``).
+        Top-1 class in the package's one stable order (:func:`analysis.metrics.top_k_indices`: on exact
+        ties the lower class index, as ``np.argmax``).
     max_cos : ndarray of shape (n_samples, n_classifiers)
     msp : ndarray of shape (n_samples, n_classifiers) or None
     """
@@ -216,7 +166,7 @@ def classifier_outputs(
     step = max(1, max_elements // (k * c))
     for start in range(0, n, step):
         z = (f[start : start + step].astype(dtype, copy=False) @ flat).reshape(-1, k, c)
-        pred[start : start + step] = z.argmax(-1)
+        pred[start : start + step] = top_k_indices(z.reshape(-1, c), 1).reshape(-1, k)
         max_cos[start : start + step] = z.max(-1)
         if msp is not None:
             msp[start : start + step] = softmax(float(scale) * z.astype(np.float64), axis=-1).max(-1)
@@ -374,9 +324,10 @@ def self_consistency_table(
     -------
     DataFrame
         One row per image: index, label, pred_name_only, pred_ensemble, pred_T1..pred_Tk (the last is
-        the name-only set), pred_<perturbation>..., S_T, S_B, S_TB, in_O_T, in_O_B, in_O, the four baseline
-        scores, correct_name_only, correct_ensemble. ``attrs`` records the sets, the S_T templates and
-        ``msp_scale``.
+        the name-only set), pred_<perturbation>..., in_O_T, in_O_B, in_O, one column per registered
+        confidence score (:func:`analysis.confidence.scores.registered_scores`: S_T, S_B, S_TB,
+        consistent, the max-logit and max-softmax baselines...), correct_name_only, correct_ensemble.
+        ``attrs`` records the sets, the S_T templates, ``msp_scale`` and ``score_columns``.
     """
     w = _as_bank(per_template, "per_template")
     t, c, d = w.shape
@@ -455,20 +406,22 @@ def self_consistency_table(
         cols[f"pred_{sname}"] = set_pred[:, j]
     for j, key in enumerate(pert):
         cols[f"pred_{key}"] = pert_pred[:, j]
-    cols.update(
-        {
-            "S_T": s_t,
-            "S_B": s_b,
-            "S_TB": (s_t + s_b) / 2 if pert else np.full(n, np.nan),
-            "in_O_T": in_t,
-            "in_O_B": in_b,
-            "in_O": in_o,
-            "max_logit_name_only": set_cos[:, -1],
-            "max_logit_ensemble": set_cos[:, all_key],
-            "msp_name_only": set_msp[:, -1],
-            "msp_ensemble": set_msp[:, all_key],
-        }
+    cols.update({"in_O_T": in_t, "in_O_B": in_b, "in_O": in_o})
+    inputs = ScoreInputs(
+        features=feats, name_only_weights=name, ensemble_weights=bank[all_key], pred_name_only=ref,
+        pred_ensemble=set_pred[:, all_key], s_t=s_t, s_b=s_b, in_o_t=in_t, in_o_b=in_b, in_o=in_o,
+        max_cos_name_only=set_cos[:, -1], max_cos_ensemble=set_cos[:, all_key], msp_name_only=set_msp[:, -1],
+        msp_ensemble=set_msp[:, all_key], set_preds=set_pred, single_preds=single, perturbed_preds=pert_pred,
+        msp_scale=float(msp_scale),
     )
+    for score in registered_scores():  # one column per registered confidence score
+        values = np.asarray(score.compute(inputs), dtype=np.float64)
+        if values.shape != (n,):
+            raise ClipauditError(
+                f"Confidence score {score.name!r} returned shape {values.shape}; it must return one value per "
+                f"image, shape ({n},)."
+            )
+        cols[score.name] = values
     table = pd.DataFrame(cols)
     table["correct_name_only"] = correctness(ref)
     table["correct_ensemble"] = correctness(set_pred[:, all_key])
@@ -479,289 +432,9 @@ def self_consistency_table(
             "st_templates": st_idx.tolist(),
             "perturbations": list(pert),
             "msp_scale": float(msp_scale),
+            "score_columns": [score.name for score in registered_scores()],
         }
     )
     return table
 
 
-# ---------------------------------------------------------------------------------------------- summary
-def _group_rates(mask: np.ndarray, correct: np.ndarray) -> tuple[float, float]:
-    inside, outside = correct[mask], correct[~mask]
-    return (
-        float(inside.mean()) if len(inside) else math.nan,
-        float(outside.mean()) if len(outside) else math.nan,
-    )
-
-
-def confidence_summary(
-    table: pd.DataFrame,
-    *,
-    target_accuracy: float | None = 0.95,
-    max_risk: float | None = None,
-    n_boot: int = 1000,
-    seed: int = 0,
-    confidence_level: float = 0.95,
-    coverages: Sequence[float] = DEFAULT_COVERAGES,
-    n_bins: int = 15,
-    msp_scale: float | None = None,
-    low_threshold: float | None = None,
-    low_size: int | None = None,
-) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
-    """Metrics of every confidence score in a :func:`self_consistency_table`.
-
-    Only labelled rows (correctness not <NA>) are used.
-
-    Parameters
-    ----------
-    table : DataFrame
-        Output of :func:`self_consistency_table`.
-    target_accuracy, max_risk : float, optional
-        Deployment target for :func:`analysis.selective.recommend_threshold` (give at most one; both None
-        skips the thresholds table).
-    n_boot, seed, confidence_level : bootstrap settings of the threshold intervals.
-    coverages : sequence of float, default=0.5, 0.55, ..., 1.0
-        Coverages of the selective-accuracy table.
-    n_bins : int, default=15
-        ECE bins.
-    msp_scale : float, optional
-        Softmax scale the MSP columns were computed with (default: ``table.attrs["msp_scale"]``); stated in
-        the ``ece_input`` column.
-    low_threshold, low_size : optional
-        Also report the continuous set ``S_T < low_threshold`` (or the ``low_size`` lowest S_T) and its
-        union with O_B (Alg. 1 with τ_t, and τ_i = 1).
-
-    Returns
-    -------
-    metrics : dict
-        Flat numbers for the run JSON.
-    tables : dict of DataFrame
-        ``scores`` (AUROC, AURC, E-AURC, ECE per score), ``selective`` (accuracy at each coverage),
-        ``sets`` (size and accuracy inside/outside O_T, O_B, O...), ``thresholds`` (deployment thresholds
-        with bootstrap CIs), ``classes`` (classes most often in O), ``risk_coverage`` (the full
-        risk-coverage curve of every score, :func:`analysis.selective.risk_coverage_curve`).
-    """
-    if msp_scale is None:
-        msp_scale = table.attrs.get("msp_scale")
-    lab_mask = table["correct_name_only"].notna().to_numpy()
-    lab = table[lab_mask]
-    n_lab = int(lab_mask.sum())
-    correct = {
-        "name_only": lab["correct_name_only"].to_numpy(dtype=bool),
-        "ensemble": lab["correct_ensemble"].to_numpy(dtype=bool),
-    }
-    has_b = bool(np.isfinite(table["S_B"].to_numpy(dtype=float)).all()) and len(table) > 0
-    score_values = {
-        "S_T": lab["S_T"].to_numpy(float),
-        "S_B": lab["S_B"].to_numpy(float),
-        "S_TB": lab["S_TB"].to_numpy(float),
-        "consistent": 1.0 - lab["in_O"].to_numpy(float),
-        **{
-            k: lab[k].to_numpy(float)
-            for k in ("max_logit_name_only", "msp_name_only", "max_logit_ensemble", "msp_ensemble")
-        },
-    }
-    if not has_b:
-        score_values = {k: v for k, v in score_values.items() if k not in ("S_B", "S_TB")}
-    scale_txt = (
-        f"softmax({msp_scale:g} x cosine)" if msp_scale is not None else "softmax (scale not recorded)"
-    )
-
-    score_rows, sel_rows, thr_rows = [], [], []
-    rc_rows: list[pd.DataFrame] = []
-    for sname, values in score_values.items():
-        pred, desc = SCORES[sname]
-        y = correct[pred]
-        probability = not sname.startswith("max_logit")
-        row: dict[str, Any] = {
-            "score": sname,
-            "prediction": pred,
-            "description": desc,
-            "n": n_lab,
-            "accuracy": float(y.mean()) if n_lab else math.nan,
-        }
-        if n_lab:
-            row.update(
-                auroc=correctness_auroc(values, y),
-                aurc=aurc(values, y),
-                e_aurc=e_aurc(values, y),
-                aurc_oracle=oracle_aurc(y),
-                ece=expected_calibration_error(values, y, n_bins=n_bins) if probability else math.nan,
-            )
-            cov, risk, thr_k = risk_coverage_curve(values, y)
-            rc_rows.append(pd.DataFrame({"score": sname, "prediction": pred, "coverage": cov, "risk": risk,
-                                         "threshold": thr_k}))
-            kept, acc = selective_accuracy(values, y, coverages)
-            sel_rows += [
-                {"score": sname, "prediction": pred, "coverage": cv, "n_kept": int(k), "accuracy": float(a)}
-                for cv, k, a in zip(coverages, kept, acc)
-            ]
-            if target_accuracy is not None or max_risk is not None:
-                rec = recommend_threshold(
-                    values,
-                    y,
-                    target_accuracy=None if max_risk is not None else target_accuracy,
-                    max_risk=max_risk,
-                    n_boot=n_boot,
-                    seed=seed,
-                    confidence_level=confidence_level,
-                )
-                thr_rows.append({"score": sname, "prediction": pred, **rec.as_dict()})
-        row["ece_input"] = (
-            (scale_txt if sname.startswith("msp") else "the score itself (in [0, 1], no temperature)")
-            if probability
-            else "n/a: a cosine similarity is not a probability"
-        )
-        row["ece_bins"] = n_bins
-        score_rows.append(row)
-
-    in_sets = {
-        "O_T": table["in_O_T"].to_numpy(bool),
-        "O_B": table["in_O_B"].to_numpy(bool),
-        "O": table["in_O"].to_numpy(bool),
-    }
-    if low_threshold is not None or low_size is not None:
-        mask, thr = continuous_low_confidence(
-            table["S_T"].to_numpy(float), threshold=low_threshold, size=low_size
-        )
-        in_sets[f"S_T<{thr:g}" if low_threshold is not None else f"S_T lowest {low_size} (<= {thr:g})"] = mask
-        in_sets[f"{list(in_sets)[-1]} | O_B"] = mask | in_sets["O_B"]
-    set_rows = []
-    for sname, mask in in_sets.items():
-        m_lab = mask[lab_mask]
-        acc_in, acc_out = _group_rates(m_lab, correct["name_only"])
-        ens_in, ens_out = _group_rates(m_lab, correct["ensemble"])
-        set_rows.append(
-            {
-                "set": sname,
-                "size": int(mask.sum()),
-                "fraction": float(mask.mean()) if len(mask) else math.nan,
-                "n_labelled_in": int(m_lab.sum()),
-                "accuracy_name_only_in": acc_in,
-                "accuracy_name_only_out": acc_out,
-                "accuracy_ensemble_in": ens_in,
-                "accuracy_ensemble_out": ens_out,
-            }
-        )
-
-    group_col = "label" if n_lab else "pred_name_only"
-    grp = table[lab_mask] if n_lab else table
-    classes = (
-        grp.groupby(group_col)
-        .agg(
-            n=("in_O", "size"),
-            n_in_O=("in_O", "sum"),
-            frac_in_O=("in_O", "mean"),
-            mean_S_T=("S_T", "mean"),
-            accuracy_name_only=(
-                "correct_name_only",
-                lambda s: float(s.astype(float).mean()) if s.notna().any() else math.nan,
-            ),
-        )
-        .reset_index()
-        .rename(columns={group_col: "class"})
-    )
-    name_col = "label_name" if group_col == "label" else "pred_name_only_name"
-    if name_col in grp:
-        classes.insert(1, "class_name", classes["class"].map(grp.groupby(group_col)[name_col].first()))
-    classes.insert(0, "grouped_by", "true label" if n_lab else "name-only prediction")
-    classes = classes.sort_values(
-        ["frac_in_O", "n_in_O", "class"], ascending=[False, False, True], kind="stable"
-    ).reset_index(drop=True)
-
-    scores_df = pd.DataFrame(score_rows)
-    metrics: dict[str, Any] = {
-        "n_images": int(len(table)),
-        "n_labelled": n_lab,
-        "acc_name_only": float(correct["name_only"].mean()) if n_lab else math.nan,
-        "acc_ensemble": float(correct["ensemble"].mean()) if n_lab else math.nan,
-        **{f"size_{r['set']}": r["size"] for r in set_rows[:3]},
-        "acc_name_only_in_O": set_rows[2]["accuracy_name_only_in"],
-        "acc_name_only_out_O": set_rows[2]["accuracy_name_only_out"],
-        "msp_scale": msp_scale,
-        "ece_bins": n_bins,
-    }
-    for r in score_rows:
-        for key in ("auroc", "aurc", "e_aurc", "ece"):
-            if key in r:
-                metrics[f"{key}_{r['score']}"] = r[key]
-    tables = {
-        "scores": scores_df,
-        "selective": pd.DataFrame(sel_rows),
-        "sets": pd.DataFrame(set_rows),
-        "thresholds": pd.DataFrame(thr_rows),
-        "classes": classes,
-        "risk_coverage": pd.concat(rc_rows, ignore_index=True) if rc_rows else pd.DataFrame(
-            columns=["score", "prediction", "coverage", "risk", "threshold"]),
-    }
-    return metrics, tables
-
-
-# ---------------------------------------------------------------------------------------------- wiring
-@dataclass
-class ConfidenceResult:
-    """The per-sample table, what was skipped and how it was computed."""
-
-    table: pd.DataFrame
-    skipped: list[dict[str, str]] = field(default_factory=list)
-    info: dict[str, Any] = field(default_factory=dict)
-
-
-def run_confidence(
-    model: ClipModel,
-    dataset: ImageDataset,
-    cache: EmbeddingCache,
-    *,
-    templates: str | TemplateSet = "openai_imagenet",
-    perturbations: Sequence[str] = ("hflip",),
-    splits: Sequence[float] | Sequence[Sequence[int]] | None = None,
-    st_templates: Sequence[int] | None = None,
-) -> ConfidenceResult:
-    """Fetch embeddings through ``cache`` and build the :func:`self_consistency_table`.
-
-    Images unreadable in the raw or any perturbed pass are left out (listed in ``skipped``). The MSP
-    scale is the model's logit scale.
-    """
-    from .data import get_perturbation, load_templates
-
-    tset = load_templates(templates)
-    if tset.per_class is not None:
-        raise ClipauditError(
-            f"templates={tset.name!r} is a per-class (CuPL) prompt set; self-consistency needs "
-            "templates shared by all classes (e.g. openai_imagenet)."
-        )
-    per_template = cache.class_embeddings(model, dataset.classnames, tset)
-    name_only = cache.class_embeddings(model, dataset.classnames, "name_only")
-    raw = cache.image_features(model, dataset)
-    perts = list(dict.fromkeys(get_perturbation(p).name for p in perturbations))
-    pert_feats = {p: cache.image_features(model, dataset, perturbation=p) for p in perts}
-    valid = raw.valid.copy()
-    skipped = list(raw.skipped)
-    seen = {s.get("index") for s in skipped}
-    for feats in pert_feats.values():
-        valid &= feats.valid
-        skipped += [s for s in feats.skipped if s.get("index") not in seen]
-        seen |= {s.get("index") for s in feats.skipped}
-    keep = np.flatnonzero(valid)
-    if len(keep) == 0:
-        raise ClipauditError(f"No readable images in dataset {dataset.name!r} ({len(skipped)} skipped).")
-    table = self_consistency_table(
-        raw.features[keep],
-        per_template,
-        name_only,
-        perturbed={p: f.features[keep] for p, f in pert_feats.items()},
-        labels=np.asarray(dataset.labels)[keep],
-        msp_scale=float(model.logit_scale),
-        splits=splits,
-        st_templates=st_templates,
-        classnames=dataset.classnames,
-        index=keep,
-    )
-    info = {
-        "templates": tset.name,
-        "n_templates": len(tset),
-        "perturbations": perts,
-        "logit_scale": float(model.logit_scale),
-        "logit_bias": model.logit_bias,
-        **table.attrs,
-    }
-    return ConfidenceResult(table, skipped, info)
