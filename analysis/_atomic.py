@@ -132,16 +132,23 @@ def _size(path: Path) -> int:
         return 0
 
 
-def stale_temps(folder: str | os.PathLike[str], *, max_age: float = STALE_AGE,
+def stale_temps(folder: str | os.PathLike[str], *, recursive: bool = False, max_age: float = STALE_AGE,
                 now: float | None = None) -> list[tuple[Path, int]]:
-    """Temporary files and folders directly in ``folder`` left by writers that are gone.
+    """Temporary files and folders in ``folder`` left by writers that are gone.
 
     A temporary (``.<...>.tmp``) is stale when the process id in its name no longer runs, or, when its
     name has no process id or the id is in use (possibly by another program), when it was last modified
-    more than ``max_age`` seconds ago. Returns ``(path, size in bytes)`` pairs.
+    more than ``max_age`` seconds ago. ``recursive``: in every subfolder too (not inside temporary
+    folders). Returns ``(path, size in bytes)`` pairs.
     """
-    folder = Path(folder)
     now = time.time() if now is None else now
+    if recursive:
+        out = []
+        for dirpath, dirnames, _ in os.walk(folder):
+            dirnames[:] = [d for d in dirnames if not is_temp_name(d)]
+            out += stale_temps(dirpath, max_age=max_age, now=now)
+        return out
+    folder = Path(folder)
     out = []
     try:
         children = list(os.scandir(folder))
@@ -190,14 +197,7 @@ def clean_stale_temps(folder: str | os.PathLike[str], *, recursive: bool = False
     list of (Path, int)
         What was removed and its size in bytes.
     """
-    folders = [Path(folder)]
-    if recursive:
-        for dirpath, dirnames, _ in os.walk(folder):
-            dirnames[:] = [d for d in dirnames if not is_temp_name(d)]
-            folders += [Path(dirpath) / d for d in dirnames]
-    removed = []
-    for f in folders:
-        for path, size in stale_temps(f, max_age=max_age):
-            remove_path(path)
-            removed.append((path, size))
+    removed = stale_temps(folder, recursive=recursive, max_age=max_age)
+    for path, _ in removed:
+        remove_path(path)
     return removed

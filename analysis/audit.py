@@ -59,17 +59,21 @@ def _audit_fields() -> list[tuple[str, Any, Any]]:
         ("models", list[ModelSpec], field(default_factory=lambda: [ModelSpec()])),
         ("name", str | None, option(None, help="run name: folder under OUT/audit and REPORTS_DIR (none: "
                                                "<model>[+<model>]_<dataset>[-subsetN])")),
-        ("device", str, option(ModelOptions().device, help="cpu, cuda, cuda:1 ... ('auto': cuda if available)")),
+        ("device", str, _copy_field(next(f for f in dataclasses.fields(ModelOptions) if f.name == "device"))),
         ("reports_dir", str, option("reports", help="where the HTML report goes (REPORTS_DIR/NAME/index.html)")),
         ("report", bool, option(True, help="build the HTML report")),
     ]
-    shared = [(f.name, f.type, f) for cls in (DataOptions, OutputOptions) for f in dataclasses.fields(cls)]
+    shared = [(f.name, f.type, _copy_field(f)) for cls in (DataOptions, OutputOptions) for f in dataclasses.fields(cls)]
     stages = []
     for task in list_tasks():
         cls = _stage_class(task)
         stages.append((task.name, cls, field(default_factory=cls)))
-    return own + [(n, t, dataclasses.field(default=f.default, default_factory=f.default_factory,
-                                           metadata=f.metadata)) for n, t, f in shared] + stages
+    return own + shared + stages
+
+
+def _copy_field(f: Any) -> Any:
+    """A fresh field with ``f``'s default and metadata (a Field object belongs to one dataclass)."""
+    return dataclasses.field(default=f.default, default_factory=f.default_factory, metadata=f.metadata)
 
 
 def make_config_class() -> type:
@@ -205,7 +209,7 @@ def _fmt_seconds(s: float) -> str:
     return f"{s:.1f} s" if s < 120 else f"{s / 60:.1f} min"
 
 
-_STATS = ("images_encoded", "images_decoded", "texts_encoded", "hits", "misses")
+_STATS = ("images_encoded", "images_decoded", "texts_encoded", "hits", "misses", "healed")
 
 
 def _stats(cache: Any) -> dict[str, int]:
@@ -251,14 +255,17 @@ def run_audit(models: Sequence[tuple[str, str | None]] | None = None, dataset: A
     data_options = None if isinstance(dataset, ImageDataset) else _group(config, DataOptions)
     ds = dataset if data_options is None else load_dataset(data_options)
     name = run_name(config, ds)
+    from ._atomic import clean_stale_temps
     from .results import output_folder
 
+    cache = make_cache(_group(config, OutputOptions))  # a bad --cache-dir fails before anything is written
     output_folder(config.out)
     output_folder(config.reports_dir, "--reports-dir")
     out = output_folder(Path(config.out) / "audit" / name)
+    for folder in (out, Path(config.reports_dir) / name):  # temp files of killed earlier runs
+        clean_stale_temps(folder, recursive=True)
     run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
     atomic_write_json(out / "config.json", {**config_to_dict(config), "name": name})
-    cache = make_cache(_group(config, OutputOptions))
     data = data_identity(ds)
     plan = [(get_task(n), task_options(config, n)) for n in stage_names() if getattr(config, n).enabled]
     echo(f"clipaudit audit {name}: {len(config.models)} model(s) on {describe_data(data)} "
@@ -375,7 +382,8 @@ def format_summary(result: AuditResult) -> str:
         lines.append(f"  {r.stage:<12} {r.status:<8} {_fmt_seconds(r.seconds):>9}  {detail}")
     s = result.cache_stats
     lines.append(f"cache: {s['images_encoded']} image encodings ({s['images_decoded']} images decoded) and "
-                 f"{s['texts_encoded']} texts encoded; {s['hits']} hits, {s['misses']} misses")
+                 f"{s['texts_encoded']} texts encoded; {s['hits']} hits, {s['misses']} misses"
+                 + (f"; {s['healed']} corrupt entries recomputed" if s.get("healed") else ""))
     lines.append(f"results: {result.results_dir}")
     if result.report is not None:
         lines.append(f"report:  {result.report}")

@@ -274,3 +274,32 @@ def test_rerun_into_the_same_name_shows_only_the_new_run(tmp_path):
     assert manifest["run_id"] == second.run_id and not any(f.startswith("concepts/") for f in manifest["files"])
     for rel in manifest["files"]:
         assert json.loads((second.results_dir / rel).read_text())["run_id"] == second.run_id
+
+
+def test_nan_checkpoint_fails_clearly_and_reports_no_metric(tmp_path, capsys):
+    """A diverged checkpoint (NaN in the image projection) must never pass an audit with numbers."""
+    import torch
+    from safetensors.torch import save_file
+
+    from analysis.cli import main
+    from analysis.models import load_model
+
+    model = load_model("clipaudit-tiny-vit")
+    state = {k: v.detach().clone().contiguous() for k, v in model.module.state_dict().items()}
+    state["visual.proj"][:] = float("nan")
+    ckpt = tmp_path / "diverged.safetensors"
+    save_file(state, str(ckpt))
+    base = ["audit", "-m", "clipaudit-tiny-vit", "-p", str(ckpt), "--limit", "20", "-q", "--out", str(tmp_path / "r"),
+            "--reports-dir", str(tmp_path / "rep"), "--cache-dir", str(tmp_path / "c"), "--no-concepts",
+            "--no-hierarchy", "--confidence-n-boot", "10"]
+    assert main(base) == 1
+    out = capsys.readouterr().out
+    assert "non-finite" in out.lower() or "nan" in out.lower()
+    assert "acc1" not in out  # no metric is reported for the broken model
+    manifest = json.loads(next((tmp_path / "r" / "audit").glob("*/runs.json")).read_text())
+    assert not [f for f in manifest["files"] if not f.startswith("audit/")]  # only the audit record, no task result
+    # with --skip-bad every image is skipped and listed: still no metric, and the reason says so
+    assert main([*base, "--skip-bad", "--name", "skipping"]) == 1
+    out = capsys.readouterr().out
+    assert "acc1" not in out and "skipped" in out.lower()
+    assert torch.isnan(state["visual.proj"]).all()

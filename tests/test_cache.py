@@ -41,15 +41,45 @@ def test_keys_separate_perturbation_model_data_and_dtype(tiny_vit, tiny_rn, imag
     np.testing.assert_allclose(cache32.image_features(tiny_vit, ds).features, plain.features, atol=2e-3)
 
 
-def test_stored_dtype_is_recorded(tiny_vit, image_folder, tmp_path):
+def test_stored_dtype_key_and_checksums_are_recorded(tiny_vit, image_folder, tmp_path):
+    import hashlib
     import json
+
+    from analysis.cache import cache_key
 
     cache = EmbeddingCache(tmp_path / "c", progress=False)
     cache.image_features(tiny_vit, create_dataset(str(image_folder)))
     (meta,) = list((tmp_path / "c" / "image").glob("*/meta.json"))
     record = json.loads(meta.read_text())
     assert record["dtype"] == "float16" and record["complete"] and record["shape"] == [12, 32]
-    assert np.load(meta.parent / "data.npy").dtype == np.float16
+    data = np.load(meta.parent / "data.npy")
+    assert data.dtype == np.float16
+    # the entry names its key, and the key is the hash of the recorded parts
+    assert record["key"] == meta.parent.name == cache_key(record["parts"]) == cache.stats.keys[0]
+    assert record["parts"]["model"]["name"] == "clipaudit-tiny-vit" and record["parts"]["perturbation"] == "none"
+    text = (meta.parent / "skipped.json").read_text()
+    assert record["sha256"]["skipped.json"] == hashlib.sha256(b"s" + text.encode()).hexdigest()
+    h = hashlib.sha256(f"a{data.dtype.str}{data.shape}".encode() + data.tobytes()).hexdigest()
+    assert record["sha256"]["data.npy"] == h
+
+
+def test_a_cache_where_locks_cannot_be_created_is_still_read(tiny_vit, image_folder, tmp_path, monkeypatch):
+    """A read-only cache (lock files cannot be created there) is read without locks."""
+    from filelock import FileLock
+
+    ds = create_dataset(str(image_folder))
+    want = EmbeddingCache(tmp_path / "c", progress=False).image_features(tiny_vit, ds)
+
+    refused = []
+
+    def refuse(self, *args, **kwargs):
+        refused.append(self.lock_file)
+        raise PermissionError(13, "Permission denied", str(self.lock_file))
+
+    monkeypatch.setattr(FileLock, "acquire", refuse)
+    cache = EmbeddingCache(tmp_path / "c", progress=False)
+    np.testing.assert_array_equal(cache.image_features(tiny_vit, ds).features, want.features)
+    assert cache.stats.images_encoded == 0 and refused
 
 
 class Interrupting:

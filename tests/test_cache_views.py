@@ -106,7 +106,8 @@ def test_partial_entry_is_rebuilt_from_chunks_and_a_corrupt_chunk_is_recomputed(
     chunks[1].write_bytes(chunks[1].read_bytes()[:40])  # truncate the chunk holding rows 5 and 6
     other = _cache(tmp_path / "c")
     again = other.image_features(tiny_vit, counted.subset(range(7)))
-    assert other.stats.images_encoded == 2  # only the rows of the broken chunk
+    assert other.stats.images_encoded == 2 and other.stats.healed == 1  # only the rows of the broken chunk
+    assert not chunks[1].exists() or chunks[1].stat().st_size > 40  # deleted, then written again
     np.testing.assert_allclose(again.features, part.features, atol=2e-3)
 
 

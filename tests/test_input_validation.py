@@ -332,3 +332,13 @@ def test_absent_cuda_device_is_one_line(data, tmp_path, capsys):
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     code, _, err = _run(tmp_path, capsys, "--device", f"cuda:{count}", "-d", root / "int.csv", "--classnames", names)
     _one_line_error(code, err, f"--device 'cuda:{count}'", "Use --device cpu or auto")
+
+
+def test_a_label_that_is_a_class_name_is_never_read_as_an_index():
+    """Found by fuzzing: class names '0' and '00' with labels written as those names made every image class 0."""
+    from analysis.data.validation import parse_labels
+
+    labels, names = parse_labels(["0", "00", "00", "0"], ["0", "00"], source="m.jsonl")
+    assert names == ["0", "00"] and labels.tolist() == [0, 1, 1, 0]
+    labels, _ = parse_labels(["1", "0"], ["a", "b"], source="m.csv")  # not names: class indices
+    assert labels.tolist() == [1, 0]

@@ -11,6 +11,12 @@ from the last written chunk.
 Every encoded batch is checked: a NaN/Inf row is an error naming the model and the first bad image or
 text (a diverged model must never look like a confident one), or, with ``skip_bad=True``, the image is
 skipped and listed like an unreadable one.
+
+Several processes may share one cache folder: missing rows are computed under the entry's work lock (a
+second process needing them waits and then reads them), and every read and write of an entry's files
+happens under its state lock (see :mod:`analysis.cache.store`). Every entry is checked (key parts and
+SHA-256) when read; a corrupt one is reported in one log line, counted in :attr:`CacheStats.healed`,
+deleted and computed again.
 """
 
 from __future__ import annotations
@@ -470,29 +476,28 @@ class EmbeddingCache:
     def _encode_items(self, kind: FeatureKind, encoder: Any, items: Sequence[Any], variant: Any, store: RowStore,
                       missing: np.ndarray, describe: Callable[[int], str] | None, batch_size: int | None,
                       desc: str) -> None:
-        if len(missing):
-            self.stats.misses += 1
-        else:
+        if not len(missing):  # another process computed them while this one waited
             self.stats.hits += 1
-        if len(missing):
-            prep = kind.prepare(encoder, variant)
-            size = batch_size or self.batch_size
-            with tqdm(total=len(missing), desc=desc, disable=not self.progress, leave=False) as bar:
-                for c0 in range(0, len(missing), self.chunk_size):
-                    chunk = missing[c0:c0 + self.chunk_size]
-                    parts = []
-                    for b0 in range(0, len(chunk), size):
-                        idx = chunk[b0:b0 + size]
-                        arr = np.asarray(kind.encode(encoder, [prep(items[int(i)]) for i in idx], variant))
-                        self._count(kind, len(idx))
-                        bad = np.flatnonzero(~_finite_rows(arr)) if kind.check_finite else []
-                        if len(bad):
-                            i = int(idx[bad[0]])
-                            item = describe(i) if describe else f"item {i}"
-                            raise ClipauditError(_bad_message(kind, encoder, variant, item))
-                        parts.append(arr)
-                        bar.update(len(idx))
-                    store.write(chunk, np.concatenate(parts), np.ones(len(chunk), bool), [])
+            return
+        self.stats.misses += 1
+        prep = kind.prepare(encoder, variant)
+        size = batch_size or self.batch_size
+        with tqdm(total=len(missing), desc=desc, disable=not self.progress, leave=False) as bar:
+            for c0 in range(0, len(missing), self.chunk_size):
+                chunk = missing[c0:c0 + self.chunk_size]
+                parts = []
+                for b0 in range(0, len(chunk), size):
+                    idx = chunk[b0:b0 + size]
+                    arr = np.asarray(kind.encode(encoder, [prep(items[int(i)]) for i in idx], variant))
+                    self._count(kind, len(idx))
+                    bad = np.flatnonzero(~_finite_rows(arr)) if kind.check_finite else []
+                    if len(bad):
+                        i = int(idx[bad[0]])
+                        item = describe(i) if describe else f"item {i}"
+                        raise ClipauditError(_bad_message(kind, encoder, variant, item))
+                    parts.append(arr)
+                    bar.update(len(idx))
+                store.write(chunk, np.concatenate(parts), np.ones(len(chunk), bool), [])
 
     # ------------------------------------------------------------------ images
     def image_views(self, model: ClipModel, dataset: ImageDataset, views: Sequence[str | Perturbation] = ("none",),

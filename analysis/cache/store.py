@@ -37,10 +37,12 @@ deleted, counted (``on_heal``) and computed again: a corrupt entry is never used
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import zipfile
 from collections.abc import Callable, Iterator
@@ -57,11 +59,12 @@ from .keys import CACHE_FORMAT, cache_key
 
 __all__ = ["RowStore", "EntryLocks", "CorruptEntryError", "EntryReport", "read_meta", "plain_parts", "digest",
            "read_chunk", "read_consolidated", "inspect_entry", "load_array", "save_array", "lock_path",
-           "remove_entry", "iter_entries", "WAIT_NOTICE"]
+           "remove_entry", "iter_entries", "tree_size", "WAIT_NOTICE"]
 
 log = logging.getLogger(__name__)
 _UNREADABLE = (OSError, ValueError, KeyError, EOFError, TypeError, zipfile.BadZipFile, json.JSONDecodeError)
 _LOCKS = ".locks"
+_KEY = re.compile(r"^[0-9a-f]{32}$")
 #: Seconds of waiting for another process's work lock before saying so in the log.
 WAIT_NOTICE = 2.0
 
@@ -113,41 +116,64 @@ def remove_entry(folder: Path) -> None:
 class EntryLocks:
     """The state lock (short: around reads and writes of the files) and work lock (long: around computing).
 
-    Both are reentrant within one object; ``folder=None`` (an in-memory store) locks nothing.
+    Both are reentrant within one object; ``folder=None`` (an in-memory store) locks nothing, and neither
+    does a read-only cache (where lock files cannot be created, and nothing can change either).
     """
 
     def __init__(self, folder: Path | None) -> None:
         self.folder = folder
-        self._state = self._work = None
+        self._state: FileLock | None = None
+        self._work: FileLock | None = None
         if folder is not None:
-            lock_path(folder).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                lock_path(folder).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                log.debug("No lock folder for cache entry %s (%s): reading it without locks.", folder, err)
+                return
             self._state = FileLock(lock_path(folder))
             self._work = FileLock(lock_path(folder, ".work"))
+
+    @staticmethod
+    def _take(lock: FileLock | None, timeout: float) -> bool:
+        """Acquire ``lock``; False (no locking) if its file cannot be created. Raises ``Timeout``."""
+        if lock is None:
+            return False
+        try:
+            lock.acquire(timeout=timeout)
+        except (PermissionError, IsADirectoryError) as err:
+            log.debug("Cache lock %s cannot be taken (%s): going on without it.", lock.lock_file, err)
+            return False
+        except OSError as err:
+            if err.errno != errno.EROFS:
+                raise
+            return False
+        return True
 
     @contextmanager
     def state(self, timeout: float = -1) -> Iterator[None]:
         """Hold the state lock (``timeout`` seconds at most, -1: wait as long as it takes)."""
-        if self._state is None:
+        held = self._take(self._state, timeout)
+        try:
             yield
-            return
-        with self._state.acquire(timeout=timeout):
-            yield
+        finally:
+            if held:
+                assert self._state is not None
+                self._state.release()
 
     @contextmanager
     def work(self) -> Iterator[None]:
         """Hold the work lock, saying in the log when another process holds it for long."""
-        if self._work is None:
-            yield
-            return
         try:
-            self._work.acquire(timeout=WAIT_NOTICE)
+            held = self._take(self._work, WAIT_NOTICE)
         except Timeout:
             log.warning("Waiting for another process that is computing cache entry %s.", self.folder)
-            self._work.acquire()
+            held = self._take(self._work, -1)
         try:
             yield
         finally:
-            self._work.release()
+            if held:
+                assert self._work is not None
+                self._work.release()
 
 
 def _meta_problem(meta: dict[str, Any], folder: Path, parts: dict[str, Any] | None = None) -> str | None:
@@ -565,7 +591,7 @@ class EntryReport:
     problems: list[tuple[Path, str]] = field(default_factory=list)
 
 
-def _tree_size(folder: Path) -> int:
+def tree_size(folder: Path) -> int:
     total = 0
     for dirpath, _, files in os.walk(folder):
         for f in files:
@@ -584,7 +610,7 @@ def inspect_entry(folder: Path, *, check: bool = True, fix: bool = False, lock_t
     else the bad chunks). Holds the entry's state lock while looking (``busy`` if it cannot be had in
     ``lock_timeout`` seconds).
     """
-    report = EntryReport(folder, folder.parent.name, "partial", _tree_size(folder))
+    report = EntryReport(folder, folder.parent.name, "partial", tree_size(folder))
     locks = EntryLocks(folder)
     try:
         with locks.state(timeout=lock_timeout):
@@ -649,13 +675,13 @@ def _inspect(folder: Path, report: EntryReport, check: bool) -> None:
 
 
 def iter_entries(root: Path) -> Iterator[Path]:
-    """Entry folders ``<root>/<namespace>/<key>`` (hidden folders such as ``.locks`` skipped)."""
+    """Entry folders ``<root>/<namespace>/<key>``, ``key`` being 32 hex digits (nothing else is an entry)."""
     if not root.is_dir():
         return
     for ns in sorted(root.iterdir()):
         if not ns.is_dir() or ns.name.startswith("."):
             continue
         for entry in sorted(ns.iterdir()):
-            if entry.is_dir() and not entry.name.startswith("."):
+            if entry.is_dir() and _KEY.match(entry.name):
                 yield entry
 

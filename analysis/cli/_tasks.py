@@ -48,12 +48,13 @@ def run_task_command(name: str, args: argparse.Namespace) -> int:
     data_o = from_namespace(DataOptions(), args)
     out_o = from_namespace(OutputOptions(), args)
     task_o = from_namespace(task.options(), args, dest_prefix=TASK_DEST)
+    from .._atomic import clean_stale_temps
     from ..results import output_folder
 
-    output_folder(out_o.out)
+    cache = make_cache(out_o)
+    clean_stale_temps(output_folder(out_o.out) / task.result_name)  # temp files of killed earlier runs
     dataset = load_dataset(data_o)  # before the model: a missing dataset fails in a second
     model = load_model_from(model_o)
-    cache = make_cache(out_o)
     (rec,) = run_tasks(model, dataset, cache, [(task, task_o)], out_dir=out_o.out, templates=data_o.templates,
                        catch=False, skip_existing=out_o.skip_existing, data_options=data_o)
     import json

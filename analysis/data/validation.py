@@ -158,7 +158,9 @@ def parse_labels(values: Sequence[Any], classnames: Sequence[str] | None = None,
             raise ClipauditError(f"{where(i)}: empty label. Every row needs a label ({accepted}).")
         text = raw.strip() if isinstance(raw, str) else None
         number = _as_index(raw)
-        if isinstance(number, int):
+        if text is not None and text in index:  # a class name wins over reading it as a number ('00' is a name)
+            out[i] = index[text]
+        elif isinstance(number, int):
             if not given:
                 first_index_row = first_index_row or f"{where(i)} ({raw!r})"
                 continue
@@ -166,8 +168,6 @@ def parse_labels(values: Sequence[Any], classnames: Sequence[str] | None = None,
                 raise ClipauditError(f"{where(i)}: class index {raw!r} is out of range: {classnames_source} has "
                                      f"{len(names)} classes (indices 0..{len(names) - 1}).")
             out[i] = number
-        elif text is not None and text in index:
-            out[i] = index[text]
         elif number is not None:
             raise ClipauditError(f"{where(i)}: label {raw!r} is not an integer class index "
                                  f"(expected {accepted}).")

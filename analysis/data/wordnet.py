@@ -147,12 +147,12 @@ def _prepare_system(origin: Path, root: Path) -> Path:
                 return False
         return False
 
+    clean_stale_temps(target.parent)  # .wordnet-<pid>.tmp/ of killed runs (up to 36 MB each)
     if prepared():
         return target
     root.mkdir(parents=True, exist_ok=True, mode=0o700)  # nltk refuses group/world-writable data folders
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(target.parent / ".wordnet.lock"):
-        clean_stale_temps(target.parent)  # .wordnet-<pid>.tmp/ of killed runs (up to 36 MB each)
         if prepared():  # another run prepared it while this one waited
             return target
         tmp = target.with_name(f".wordnet-{os.getpid()}.tmp")

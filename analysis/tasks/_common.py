@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .._checks import check_device
 from ._options import option
 
 __all__ = ["ModelOptions", "DataOptions", "OutputOptions", "DEFAULT_MODEL"]
@@ -25,7 +26,8 @@ class ModelOptions:
     pretrained: str | None = option(None, short="-p",
                                     help="open_clip pretrained tag (needs network) or a checkpoint file "
                                          "(.pt/.bin/.safetensors, loaded with weights_only=True)")
-    device: str = option("auto", help="cpu, cuda, cuda:1 ... ('auto': cuda if available)")
+    device: str = option("auto", parse=check_device, metavar="DEVICE",
+                         help="cpu, cuda, cuda:1, mps ... ('auto': cuda if available)")
 
 
 @dataclass
@@ -43,6 +45,9 @@ class DataOptions:
     limit: int | None = option(None, low=1, help="use a stratified subset of N images (quick runs; every "
                                                  "output then says 'subset')")
     seed: int = option(0, help="seed of the --limit subset")
+    allow_duplicate_classnames: bool = option(False, help="accept class names that repeat (ImageNet's 'missile' and "
+                                                          "'sunglasses' are allowed by its own loaders); ties between "
+                                                          "identical classes go to the lower class index")
     templates: str = option("openai_imagenet", short="-t",
                             help="prompt set: a built-in name, a file in prompts/, or a .txt/.json path "
                                  "(see `clipaudit prompts`)")
@@ -59,6 +64,8 @@ class OutputOptions:
     cache_dtype: str = option("float16", choices=("float16", "float32"),
                               help="storage dtype of cached embeddings (part of every result's identity)")
     batch_size: int = option(64, low=1, help="encoder batch size")
+    skip_bad: bool = option(False, help="skip images whose embedding is NaN/Inf (listed like unreadable ones) "
+                                        "instead of stopping with an error naming the first one")
     skip_existing: bool = option(False, help="reuse a finished run with exactly the same settings instead of "
                                              "recomputing it")
     quiet: bool = option(False, short="-q", help="no progress bars")

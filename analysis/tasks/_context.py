@@ -66,11 +66,28 @@ class TaskContext:
 
     @cached_property
     def _images(self) -> dict[str, Any]:
-        return dict(self.cache.image_views(self.model, self.dataset, self.view_names))
+        return self._once("images", lambda: dict(self.cache.image_views(self.model, self.dataset, self.view_names)))
+
+    def _once(self, what: str, build: Callable[[], Any]) -> Any:
+        """``build()``, but a user-facing failure (a diverged model, unreadable data) is kept and raised again
+        for every later task, instead of encoding everything once more to fail the same way."""
+        from .._checks import ClipauditError
+
+        failed = self.__dict__.setdefault("_failed", {})
+        if what in failed:
+            raise failed[what]
+        try:
+            return build()
+        except ClipauditError as err:
+            failed[what] = err
+            raise
 
     @cached_property
     def state(self) -> Any:
         """The :class:`~analysis.classifier.ClassifierState` (built on first use, then shared)."""
+        return self._once("state", self._build_state)
+
+    def _build_state(self) -> Any:
         from .._checks import ClipauditError
         from ..classifier import ClassifierState
 

@@ -21,7 +21,8 @@ def load_dataset(o: DataOptions) -> Any:
     """The dataset (and ``--limit`` subset) the options name; raises before any model is loaded."""
     from ..data import create_dataset
 
-    kwargs: dict[str, Any] = {"root": o.root, "classnames": o.classnames, "limit": o.limit, "seed": o.seed}
+    kwargs: dict[str, Any] = {"root": o.root, "classnames": o.classnames, "limit": o.limit, "seed": o.seed,
+                              "allow_duplicate_classnames": o.allow_duplicate_classnames}
     if o.split is not None:
         kwargs["split"] = o.split
     return create_dataset(o.dataset, **kwargs)
@@ -41,4 +42,4 @@ def make_cache(o: OutputOptions) -> Any:
     from ..cache import EmbeddingCache
 
     return EmbeddingCache(o.cache_dir, dtype=o.cache_dtype, batch_size=o.batch_size, progress=not o.quiet,
-                          enabled=not o.no_cache)
+                          enabled=not o.no_cache, skip_bad=o.skip_bad)
