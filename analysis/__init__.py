@@ -15,7 +15,7 @@ __version__ = "0.1.0"
 from ._checks import ClipauditError  # noqa: E402
 
 __all__ = ["__version__", "ClipauditError", "load_model", "create_dataset", "EmbeddingCache", "run_task",
-           "list_tasks", "load_templates"]
+           "list_tasks", "load_templates", "Policy"]
 
 
 def __getattr__(name: str):  # lazy: importing the package must not import torch
@@ -39,6 +39,10 @@ def __getattr__(name: str):  # lazy: importing the package must not import torch
         from .tasks._api import run_task
 
         return run_task
+    if name == "Policy":
+        from .policy import Policy
+
+        return Policy
     if name == "list_tasks":
         from .tasks import list_tasks
 

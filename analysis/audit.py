@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._atomic import atomic_write_json
+from ._atomic import atomic_write_bytes, atomic_write_json
 from ._checks import ClipauditError
 from ._io import read_user_json, read_user_text
 from .provenance import describe_data, slug, subset_note
@@ -181,6 +181,7 @@ class StageRecord:
     message: str = ""
     path: str | None = None  # run JSON, relative to the audit folder
     metrics: dict[str, Any] = field(default_factory=dict)
+    verdict: list[str] = field(default_factory=list)  # the answer in words (tasks that give one)
 
 
 @dataclass
@@ -303,7 +304,14 @@ def run_audit(models: Sequence[tuple[str, str | None]] | None = None, dataset: A
                 written.append(rel)
             if r.traceback:
                 tracebacks[n] = r.traceback
-            model_records.append(StageRecord(label, n, r.status, r.seconds, r.message, rel, r.metrics))
+            verdict = list((r.result.info.get("verdict_lines") or []) if r.result is not None else [])
+            model_records.append(StageRecord(label, n, r.status, r.seconds, r.message, rel, r.metrics, verdict))
+            policy = r.result.files.get("deployment_policy.json") if r.result is not None else None
+            if policy is not None:  # where a user looks for it: the top of the audit folder
+                one = len(config.models) == 1
+                target = out / ("deployment_policy.json" if one else f"deployment_policy.{slug(label)}.json")
+                atomic_write_bytes(target, policy)
+                written.append(str(target.relative_to(out)))
         after = _stats(cache)
         stats = {k: after[k] - before[k] for k in _STATS}
         path = _write_audit_record(out, model, ds, config, name, run_id, model_records, stats,
@@ -367,6 +375,11 @@ def format_summary(result: AuditResult) -> str:
     lines = [f"audit {result.results_dir.name}: {_fmt_seconds(result.seconds)} on {describe_data(result.data)}"]
     if subset_note(result.data):
         lines.append(f"NOTE: {subset_note(result.data)}: these are not full-dataset numbers.")
+    verdicts = [(r.model, r.verdict) for r in result.stages if r.verdict]
+    if verdicts:
+        lines.append("VERDICT")
+        for model, verdict in verdicts:
+            lines += [f"  {model}: {verdict[0]}", *(f"    {v}" for v in verdict[1:])]
     current = None
     for r in result.stages:
         if r.model != current:

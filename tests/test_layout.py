@@ -65,7 +65,8 @@ def test_data_and_models_are_independent(a, b):
     assert not bad, f"{a} must not import {b}: {bad}"
 
 
-PURE = ("analysis.ensemble", "analysis.metrics", "analysis.selective", "analysis.classifier",
+PURE = ("analysis.ensemble", "analysis.metrics", "analysis.selective", "analysis.classifier", "analysis.guarantees",
+        "analysis.calibration", "analysis.conformal", "analysis.hierarchical_sets",
         "analysis.confidence.core", "analysis.confidence.scores", "analysis.confidence.summary",
         "analysis.concepts.spectral",
         "analysis.concepts.clusters", "analysis.concepts.matching", "analysis.concepts.mutual_info")

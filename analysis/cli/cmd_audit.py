@@ -79,6 +79,43 @@ def _task_aliases() -> dict[str, dict[str, list[str]]]:
             for t in list_tasks()}
 
 
+def _shared_task_options() -> dict[str, list[Any]]:
+    """Option names that several tasks have (and no shared group): name -> the tasks' fields."""
+    import dataclasses
+
+    from ..audit import AuditConfig
+    from ..tasks import list_tasks
+
+    top = {f.name for f in dataclasses.fields(AuditConfig)}
+    found: dict[str, list[Any]] = {}
+    for t in list_tasks():
+        for f in dataclasses.fields(t.options):
+            if f.name not in top:
+                found.setdefault(f.name, []).append((t, f))
+    return {name: fields for name, fields in found.items() if len(fields) > 1}
+
+
+def _add_shared_task_options(parser: argparse.ArgumentParser) -> None:
+    """A bare --OPTION that several tasks have sets it in all of them (e.g. --target-accuracy)."""
+    import dataclasses
+
+    from ..tasks._options import add_arguments as add_options
+
+    shared = _shared_task_options()
+    if not shared:
+        return
+    fields = []
+    for name, owners in shared.items():
+        task, f = owners[0]
+        meta = dict(f.metadata)
+        tasks = ", ".join(t.name for t, _ in owners)
+        meta["help"] = f"sets this option of every task that has it ({tasks}): {meta['help']}"
+        fields.append((name, f.type, dataclasses.field(default=f.default, default_factory=f.default_factory,
+                                                       metadata=meta)))
+    cls = dataclasses.make_dataclass("SharedTaskOptions", fields)
+    add_options(parser, cls, title="options several tasks share", dest_prefix="shared.")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..audit import AuditConfig
     from ..tasks import list_tasks
@@ -97,6 +134,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_options(parser, AuditConfig, title="audit, data, output and cache",
                 skip=("models", *(t.name for t in list_tasks())))
     aliases = _task_aliases()
+    _add_shared_task_options(parser)
     for task in list_tasks():
         stage = getattr(AuditConfig(), task.name)
         grp = parser.add_argument_group(f"{task.name} (--no-{task.cli_name} switches it off)")
@@ -115,6 +153,10 @@ def config_from_args(args: argparse.Namespace) -> Any:
     config = load_config(args.config) if args.config else AuditConfig()
     given = vars(args)
     config = from_namespace(config, args)
+    for name, owners in _shared_task_options().items():  # a bare shared --OPTION first; --TASK-OPTION wins
+        if f"shared.{name}" in given:
+            for task, f in owners:
+                given.setdefault(f"{task.name}.{f.name}", given[f"shared.{name}"])
     for name in stage_names():
         setattr(config, name, from_namespace(getattr(config, name), args, dest_prefix=f"{name}.", where=name))
     if "model" in given:

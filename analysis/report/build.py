@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from .._atomic import atomic_write_json, atomic_write_text
@@ -29,7 +30,7 @@ from ..provenance import same_images, subset_note
 from ..results import read_run
 
 __all__ = ["build_report", "collect_runs", "SECTIONS", "Block", "table_block", "figure_block", "text_block",
-           "metrics_block", "run_file"]
+           "metrics_block", "run_file", "verdict_block", "glossary_block"]
 
 Block = dict[str, Any]
 SectionBuilder = Callable[[dict[str, Any], dict[str, pd.DataFrame], Path], list[Block]]
@@ -38,9 +39,18 @@ SectionBuilder = Callable[[dict[str, Any], dict[str, pd.DataFrame], Path], list[
 SECTIONS: Registry[tuple[str, int, SectionBuilder]] = Registry("report section")
 
 
+def _cell(v: Any, floatfmt: str = "{:.4f}") -> Any:
+    """A table cell for a reader: floats formatted, and never 'nan' or 'inf' (shown as n/a)."""
+    if isinstance(v, (float, np.floating)):
+        return floatfmt.format(float(v)) if np.isfinite(v) else "n/a"
+    if v is None or (not isinstance(v, (str, bytes, list, tuple, dict)) and pd.isna(v) is True):
+        return ""
+    return v
+
+
 def table_block(caption: str, df: pd.DataFrame, *, max_rows: int = 200, floatfmt: str = "{:.4f}") -> Block:
     shown = df.head(max_rows)
-    rows = [[(floatfmt.format(v) if isinstance(v, float) else v) for v in r] for r in shown.itertuples(index=False)]
+    rows = [[_cell(v, floatfmt) for v in r] for r in shown.itertuples(index=False)]
     more = f" (first {max_rows} of {len(df)} rows)" if len(df) > max_rows else ""
     return {"kind": "table", "caption": caption + more, "columns": [str(c) for c in df.columns],
             "rows": [[_plain(v) for v in r] for r in rows]}
@@ -54,12 +64,24 @@ def text_block(text: str) -> Block:
     return {"kind": "text", "text": text}
 
 
+def verdict_block(lines: list[str]) -> Block:
+    """The answer to the reader's question, shown first and highlighted."""
+    return {"kind": "verdict", "lines": list(lines)}
+
+
+def glossary_block(entries: dict[str, str]) -> Block:
+    """Term -> one-line definition."""
+    return {"kind": "glossary", "items": sorted(entries.items())}
+
+
 def metrics_block(metrics: dict[str, Any]) -> Block:
     return {"kind": "metrics", "items": [[k, _fmt(v)] for k, v in metrics.items()]}
 
 
 def _fmt(v: Any) -> str:
-    return f"{v:.4f}" if isinstance(v, float) else str(v)
+    if isinstance(v, (float, np.floating)):
+        return f"{float(v):.4f}" if np.isfinite(v) else "n/a"
+    return "n/a" if v is None else str(v)
 
 
 def _plain(v: Any) -> Any:

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     import numpy as np
 
 __all__ = ["ConfidenceOptions", "LowConfidenceSet", "TASK", "parse_indices", "parse_splits", "low_confidence_set",
-           "consistency_table"]
+           "consistency_table", "confidence_table_for"]
 
 PERTURBATION_HELP = ("image perturbations for S_B and O_B: none | hflip | vflip | rot:DEG | crop:F (e.g. rot:10, "
                      "crop:0.9); give the flag with no name to skip S_B (then O = O_T)")
@@ -98,6 +98,8 @@ class LowConfidenceSet:
     index: np.ndarray
     in_o: np.ndarray
     labels: np.ndarray
+    table: Any = None  # the per-image self-consistency table (scores, predictions, correctness)
+    options: Any = None  # the ConfidenceOptions it was computed with
 
     def mask_for(self, index: np.ndarray) -> np.ndarray:
         """``in_o`` aligned with dataset indices ``index`` (an image not judged counts as low-confidence)."""
@@ -140,11 +142,21 @@ def consistency_table(ctx: Any, options: ConfidenceOptions) -> tuple[Any, list[s
 def low_confidence_set(ctx: Any) -> LowConfidenceSet:
     """The confidence task's set O from this run, or O computed here with the default options."""
 
-    done = ctx.output("confidence")
+    done = ctx.output("confidence") or ctx.outputs.get("confidence (defaults)")
     if done is not None:
         return done
-    table, _ = consistency_table(ctx, ConfidenceOptions())
-    return LowConfidenceSet(table["index"].to_numpy(), table["in_O"].to_numpy(bool), table["label"].to_numpy())
+    options = ConfidenceOptions()
+    table, _ = consistency_table(ctx, options)
+    done = LowConfidenceSet(table["index"].to_numpy(), table["in_O"].to_numpy(bool), table["label"].to_numpy(),
+                            table, options)
+    ctx.outputs["confidence (defaults)"] = done  # shared by the later tasks of this run
+    return done
+
+
+def confidence_table_for(ctx: Any) -> tuple[Any, ConfidenceOptions]:
+    """The per-image confidence table of the run and its options (the confidence task's, else the defaults)."""
+    found = low_confidence_set(ctx)
+    return found.table, found.options
 
 
 def run(ctx: Any, options: ConfidenceOptions) -> TaskResult:
@@ -162,7 +174,8 @@ def run(ctx: Any, options: ConfidenceOptions) -> TaskResult:
             "n_templates": int(len(s.per_template)), "perturbations": perts, "logit_scale": s.scale,
             "logit_bias": s.bias, "msp_scale": s.scale, "scores": score_properties(), **table.attrs,
             "bootstrap": {"n_boot": options.n_boot, "seed": options.boot_seed, "confidence_level": options.ci}}
-    value = LowConfidenceSet(table["index"].to_numpy(), table["in_O"].to_numpy(bool), table["label"].to_numpy())
+    value = LowConfidenceSet(table["index"].to_numpy(), table["in_O"].to_numpy(bool), table["label"].to_numpy(),
+                             table, options)
     return TaskResult(metrics, {"per_sample": table, **tables}, info=info, value=value)
 
 
