@@ -99,7 +99,7 @@ def test_audit_report_new_sections_are_self_contained_and_escaped(audit_run):
     sections = {s["id"]: s for s in sidecar["sections"]}
     conf_blocks = sections["confidence"]["runs"][0]["blocks"]
     captions = [b.get("caption", "") for b in conf_blocks]
-    for needle in ("ROC", "risk–coverage", "reliability", "recommended deployment thresholds",
+    for needle in ("ROC", "risk–coverage", "reliability", "in-sample thresholds",
                    "most often low-confidence", "correct vs wrong"):
         assert any(needle in c for c in captions), needle
     # the sidecar keeps the plotted numbers: the ROC of S_T is sklearn's on the saved per-image table

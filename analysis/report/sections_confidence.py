@@ -131,7 +131,8 @@ def confidence_section(record: dict[str, Any], tables: dict[str, pd.DataFrame], 
         every_ge = "keep_when" not in thr or (thr["keep_when"] == "score >= threshold").all()
         rule = "its score >= threshold" if every_ge else "its score passes the threshold (keep_when)"
         blocks.append(table_block(
-            f"recommended deployment thresholds: keep an image when {rule}"
+            f"in-sample thresholds (chosen and measured on the same images, no guarantee; the Deployment verdict "
+            f"gives held-out, guaranteed ones): keep an image when {rule}"
             + (f" ({level:.0%} bootstrap intervals)" if level is not None else ""),
             thr[[c for c in cols if c != "keep_when"]] if every_ge else thr[cols],
         ))

@@ -53,6 +53,7 @@ def deployment_section(record: dict[str, Any], tables: dict[str, pd.DataFrame], 
     if thr is not None and len(thr):
         shown = _rename(thr, {"score": "score", "achievable": "guaranteed", "threshold": "threshold",
                               "keep_when": "keep when", "cal_coverage": "coverage (calibration)",
+                              "cal_selected": "kept (calibration)", "cal_errors": "errors (calibration)",
                               "error_bound": "error bound", "best_error_bound": "best error bound",
                               "test_coverage": "coverage (held-out)", "test_accuracy": "selective accuracy (held-out)"})
         blocks.append(table_block("every confidence score: the guaranteed threshold and what it does on held-out "

@@ -200,8 +200,9 @@ def summary(result: TaskResult) -> str:
                      f"{_fmt(r.get('e_aurc')):>6} {_fmt(r.get('ece')):>6}")
     thr = tables["thresholds"]
     if len(thr):
-        lines.append(f"  thresholds for accuracy >= {thr['target_accuracy'].iloc[0]:.3f} "
-                     f"({thr['confidence_level'].iloc[0]:.0%} bootstrap intervals, threshold fixed):")
+        lines.append(f"  in-sample thresholds for accuracy >= {thr['target_accuracy'].iloc[0]:.3f} (chosen and "
+                     f"measured on these images, {thr['confidence_level'].iloc[0]:.0%} bootstrap intervals; `clipaudit "
+                     "deployment` gives held-out, guaranteed ones):")
         for r in thr.to_dict("records"):
             if not r["achievable"]:
                 lines.append(f"  {r['score']:<20} not reachable at any coverage")
