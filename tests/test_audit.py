@@ -303,3 +303,16 @@ def test_nan_checkpoint_fails_clearly_and_reports_no_metric(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "acc1" not in out and "skipped" in out.lower()
     assert torch.isnan(state["visual.proj"]).all()
+
+
+def test_audit_section_run_facts_come_from_the_identity(audit_run):
+    """The audit section's run facts are read from the run identity (weights hash, fingerprint, prompt hash)."""
+    result, _, _ = audit_run
+    report = json.loads((result.report.parent / "report.json").read_text())
+    (section,) = [s for s in report["sections"] if s["id"] == "audit"]
+    (facts,) = [b for b in section["runs"][0]["blocks"] if b.get("caption") == "run facts"]
+    values = dict(facts["rows"])
+    audit_rec, _ = read_run(next((result.results_dir / "audit").glob("*.json")))
+    assert values["weights sha256"] == audit_rec["identity"]["model"]["weights_sha256"]
+    assert values["dataset fingerprint"] == audit_rec["identity"]["data"]["fingerprint"]
+    assert len(values["prompt set sha256"]) == 64

@@ -21,11 +21,15 @@ def audit_section(record: dict[str, Any], tables: dict[str, pd.DataFrame], path:
         bad = stages[stages["status"].isin(["failed", "skipped"])]
         for r in bad.to_dict("records"):
             blocks.append(text_block(f"{r['stage']} {r['status']}: {r['message']}"))
-    info = record.get("model_info") or {}
+    identity = record.get("identity") or {}
+    info = identity.get("model") or record.get("model_info") or {}
+    data = identity.get("data") or {}
     facts = {"model": record.get("model"), "pretrained": record.get("pretrained"), "source": info.get("source"),
-             "weights sha256": info.get("weights_sha256"), "dataset": record.get("dataset"),
+             "weights sha256": info.get("weights_sha256"), "dataset": record.get("data") or record.get("dataset"),
              "images": record.get("dataset_size"), "classes": record.get("n_classes"),
-             "dataset fingerprint": record.get("dataset_fingerprint"), "prompt set": record.get("templates"),
+             "dataset fingerprint": data.get("fingerprint") or record.get("dataset_fingerprint"),
+             "prompt set": record.get("templates"),
+             "prompt set sha256": (identity.get("prompts") or {}).get("sha256"),
              **{f"version: {k}": v for k, v in (record.get("versions") or {}).items()},
              **{f"cache: {k}": v for k, v in (record.get("cache_stats") or {}).items()},
              "total seconds": record.get("seconds")}
