@@ -57,13 +57,18 @@ KINDS: tuple[str, ...] = ("softmax", "sigmoid")
 _EPS = float(np.finfo(np.float64).eps)
 
 
-def _check_logits(logits: Any, labels: Any, name: str = "logits") -> tuple[np.ndarray, np.ndarray]:
-    z = np.asarray(logits)
+def _as_matrix(x: Any, name: str) -> np.ndarray:
+    """``x`` as a float64 (n_samples >= 1, n_classes >= 2) array, or one error naming it."""
+    z = np.asarray(x)
     if z.ndim != 2 or z.shape[0] == 0 or z.shape[1] < 2:
         raise ClipauditError(f"{name} must be a 2-D array (n_samples >= 1, n_classes >= 2); got shape {z.shape}.")
     if not np.issubdtype(z.dtype, np.number):
         raise ClipauditError(f"{name} must be numeric, got dtype {z.dtype}.")
-    z = z.astype(np.float64)
+    return z.astype(np.float64)
+
+
+def _check_logits(logits: Any, labels: Any, name: str = "logits") -> tuple[np.ndarray, np.ndarray]:
+    z = _as_matrix(logits, name)
     if not np.all(np.isfinite(z)):
         raise ClipauditError(f"{name} must be finite; {int((~np.isfinite(z)).sum())} entries are NaN or infinite.")
     return z, _check_labels(labels, z.shape)
@@ -219,12 +224,7 @@ def calibration_metrics(probs: Any, labels: Any, n_bins: int = 15, *, kind: str 
 
     check_choice("kind", kind, KINDS)
     check_positive_int("n_bins", n_bins)
-    p = np.asarray(probs)
-    if p.ndim != 2 or p.shape[0] == 0 or p.shape[1] < 2:
-        raise ClipauditError(f"probs must be a 2-D array (n_samples >= 1, n_classes >= 2); got shape {p.shape}.")
-    if not np.issubdtype(p.dtype, np.number):
-        raise ClipauditError(f"probs must be numeric, got dtype {p.dtype}.")
-    p = p.astype(np.float64)
+    p = _as_matrix(probs, "probs")
     if not np.all(np.isfinite(p)) or p.min() < 0 or p.max() > 1:
         raise ClipauditError("probs must be finite probabilities in [0, 1]; pass probabilities, not logits "
                              "(see analysis.calibration.probabilities).")

@@ -51,6 +51,7 @@ from sklearn.metrics import accuracy_score
 from ._checks import ClipauditError, check_choice, check_fraction, check_positive_int
 from .data.wordnet import ClassNode, WordNode
 from .ensemble import ensemble_weights
+from .metrics import top_k_indices
 
 __all__ = [
     "HIERARCHY_TEMPLATE", "PARENT_POLICIES", "PARENT_WORDS", "HierarchyOptions", "HierarchyGroups",
@@ -285,7 +286,7 @@ def rerank_topk(base_logits: np.ndarray, scores: np.ndarray, mask: np.ndarray | 
     k = min(check_positive_int("k", k), c)
     pred = base.argmax(1)
     if mask.any():
-        top = np.argsort(-cand[mask], axis=1, kind="stable")[:, :k]
+        top = top_k_indices(cand[mask], k)  # the one stable top-k order
         best = np.take_along_axis(scores, top, axis=1).argmax(1)
         pred[mask] = top[np.arange(len(top)), best]
     return pred
@@ -468,7 +469,7 @@ def run_hierarchy(image_features: np.ndarray, labels: np.ndarray, base_logits: n
     cand = base if candidate_logits is None else np.asarray(candidate_logits)
     k = min(options.top_k, c)
     lab = np.asarray(labels)
-    topk = np.argsort(-cand, axis=1, kind="stable")[:, :k]
+    topk = top_k_indices(cand, k)
     hit = (topk == lab[:, None]).any(1)
     names = [nd.classname for nd in nodes]
     metrics, per_class = rerank_summary(lab, before, after, mask, names, topk_hit=hit)

@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 
 from ._checks import ClipauditError
-from .ensemble import logits, softmax
+from .ensemble import logits as compute_logits
+from .ensemble import softmax
 from .metrics import classification_summary, top_k_indices
 
 __all__ = ["zeroshot_table"]
@@ -20,7 +21,8 @@ __all__ = ["zeroshot_table"]
 
 def zeroshot_table(features: np.ndarray, labels: np.ndarray, class_weights: np.ndarray, *, scale: float,
                    bias: float | None = None, classnames: Sequence[str] | None = None,
-                   index: np.ndarray | None = None) -> tuple[pd.DataFrame, dict[str, float], np.ndarray]:
+                   index: np.ndarray | None = None,
+                   logits: np.ndarray | None = None) -> tuple[pd.DataFrame, dict[str, float], np.ndarray]:
     """Classify embedded images against class weights.
 
     Parameters
@@ -37,6 +39,9 @@ def zeroshot_table(features: np.ndarray, labels: np.ndarray, class_weights: np.n
         Adds ``label_name``/``pred_name`` columns.
     index : ndarray of shape (n_samples,), optional
         Dataset indices of the rows (default 0..n-1).
+    logits : ndarray of shape (n_samples, n_classes), optional
+        Precomputed ``scale * features @ class_weights.T + bias`` (the run's shared classifier state has them);
+        computed here when omitted.
 
     Returns
     -------
@@ -52,7 +57,9 @@ def zeroshot_table(features: np.ndarray, labels: np.ndarray, class_weights: np.n
         raise ClipauditError("No images to classify (all images were skipped or the dataset is empty).")
     if (labels < 0).any():
         raise ClipauditError("Zero-shot classification needs a class label for every image.")
-    z = logits(features, class_weights, scale, bias)
+    z = compute_logits(features, class_weights, scale, bias) if logits is None else np.asarray(logits)
+    if z.shape != (len(features), len(class_weights)):
+        raise ClipauditError(f"logits have shape {z.shape}; expected {(len(features), len(class_weights))}.")
     k = min(5, z.shape[1])
     order = top_k_indices(z, k)  # the one stable order: higher logit first, lower class index on exact ties
     probs = softmax(z, axis=1)

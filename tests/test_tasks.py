@@ -189,7 +189,14 @@ def test_linear_probe_chooses_c_on_validation_only(tmp_path, capsys):
     x = rng.normal(size=(60, 8))
     y = np.repeat(np.arange(3), 20)
     x[np.arange(60), y] += 2.0
-    _, best, sweep = fit_linear_probe(x, y, c_values=[1e-3, 1.0], val_fraction=0.25, max_iter=200, seed=0)
-    assert best == max(sweep, key=lambda r: (r["val_acc1"], -r["C"]))["C"]
+    model, best, sweep = fit_linear_probe(x, y, c_values=[1e-3, 1.0], val_fraction=0.25, max_iter=200, seed=0)
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import train_test_split
+
+    fit, val = train_test_split(np.arange(60), test_size=0.25, random_state=0, stratify=y)  # computed directly
+    direct = {c: LogisticRegression(C=c, max_iter=200).fit(x[fit], y[fit]).score(x[val], y[val]) for c in (1e-3, 1.0)}
+    assert [r["val_acc1"] for r in sweep] == [direct[1e-3], direct[1.0]]
+    assert best == max(direct, key=lambda c: (direct[c], -c))  # best on validation; ties: stronger regularisation
+    assert model.C == best and model.coef_.shape == (3, 8)  # refitted on every train row with the chosen C
     # on the test split itself the probe is refused
     assert main([*argv[:5], "--split", "train", *argv[7:]]) == 2

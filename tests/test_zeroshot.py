@@ -79,3 +79,20 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert main(["zeroshot", "--model", "clipaudit-tiny-vit", "--dataset", str(tmp_path / "nope"),
                  "--cache-dir", str(tmp_path)]) == 2
     assert "Unknown dataset" in capsys.readouterr().err
+
+
+def test_precomputed_logits_give_the_same_table():
+    """The task passes the shared state's logits; the table must equal the one computed from the embeddings."""
+    from analysis.ensemble import logits as compute
+    from analysis.zeroshot import zeroshot_table
+
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(30, 8))
+    w = rng.normal(size=(6, 8))
+    x, w = x / np.linalg.norm(x, axis=1, keepdims=True), w / np.linalg.norm(w, axis=1, keepdims=True)
+    y = rng.integers(0, 6, 30)
+    a, ma, _ = zeroshot_table(x, y, w, scale=50.0)
+    b, mb, _ = zeroshot_table(x, y, w, scale=50.0, logits=compute(x, w, 50.0))
+    assert a.equals(b) and ma == mb
+    with pytest.raises(Exception, match="expected"):
+        zeroshot_table(x, y, w, scale=50.0, logits=np.zeros((30, 5)))

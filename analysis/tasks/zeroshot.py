@@ -22,7 +22,7 @@ def run(ctx: Any, options: ZeroShotOptions) -> TaskResult:
     s = ctx.state
     s.check_labelled("Zero-shot classification")
     table, metrics, _ = zeroshot_table(s.features, s.labels, s.weights, scale=s.scale, bias=s.bias,
-                                       classnames=s.classnames, index=s.index)
+                                       classnames=s.classnames, index=s.index, logits=s.logits)
     metrics = {**metrics, "n_images": int(len(s.index)), "n_skipped": len(s.skipped)}
     info = {"classnames": s.classnames, "skipped": s.skipped, "templates": s.templates,
             "n_templates": int(len(s.per_template)) if not s.per_class_prompts else 1,
